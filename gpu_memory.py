@@ -1,0 +1,111 @@
+"""GPUMemoryManager: a memory limit on the card, memory checks, cleanup, and CPU fallback on out-of-memory.
+
+Everything CUDA goes through `self.cuda`, which is `torch.cuda` unless a test passes a stand-in with the same
+functions, so the code that runs under test is the code that runs on a real card.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from typing import Callable, TypeVar
+
+import torch
+
+GB = 1024 ** 3
+DEFAULT_MEMORY_LIMIT = 0.75
+T = TypeVar("T")
+
+log = logging.getLogger("audio_processing")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch raises OutOfMemoryError; CTranslate2 and others raise RuntimeError('... out of memory ...')."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, (RuntimeError, MemoryError)) and "out of memory" in str(error).lower()
+
+
+class GPUMemoryManager:
+    def __init__(self, memory_limit: float = DEFAULT_MEMORY_LIMIT, use_gpu: bool = True, cuda=None,
+                 device_index: int = 0, processes_per_device: int = 1):
+        if not 0.0 <= memory_limit <= 1.0:
+            raise ValueError(f"memory_limit must be between 0 and 1, got {memory_limit}")
+        self.cuda = cuda if cuda is not None else torch.cuda
+        self.memory_limit = memory_limit
+        self.device_index = device_index
+        # Workers that share one card share its limit: each process gets its slice.
+        self.process_fraction = memory_limit / max(1, processes_per_device)
+        self.lock = threading.RLock()  # one GPU job at a time inside a process
+        self.enabled = bool(use_gpu and memory_limit > 0 and self.cuda.is_available())
+        if self.enabled:
+            self.cuda.set_per_process_memory_fraction(self.process_fraction, device_index)
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.device_index}" if self.enabled else "cpu"
+
+    def memory_info(self) -> tuple[float, float]:
+        """(used, total) in GB for the whole card; (0, 0) without a GPU."""
+        if not self.enabled:
+            return 0.0, 0.0
+        free, total = self.cuda.mem_get_info(self.device_index)
+        return (total - free) / GB, total / GB
+
+    def memory_line(self) -> str:
+        used, total = self.memory_info()
+        percent = 100.0 * used / total if total else 0.0
+        return f"GPU Memory: {used:.2f}GB / {total:.2f}GB ({percent:.1f}%)"
+
+    def log_memory(self) -> None:
+        if self.enabled:
+            log.info(self.memory_line())
+
+    def free_gb(self) -> float:
+        """What this process may still take: the smaller of the card's free memory and our slice's headroom."""
+        if not self.enabled:
+            return 0.0
+        free, total = self.cuda.mem_get_info(self.device_index)
+        headroom = total * self.process_fraction - self.cuda.memory_reserved(self.device_index)
+        return max(0.0, min(free, headroom)) / GB
+
+    def check_memory(self, required_gb: float = 2.0) -> bool:
+        return self.enabled and self.free_gb() >= required_gb
+
+    def choose_device(self, required_gb: float = 2.0) -> str:
+        """The GPU when enabled and enough memory is free, else the CPU."""
+        if self.enabled and not self.check_memory(required_gb):
+            self.cleanup()
+        return self.device if self.check_memory(required_gb) else "cpu"
+
+    def cleanup(self, force: bool = False) -> None:
+        gc.collect()
+        if not self.enabled:
+            return
+        with self.lock:
+            if force:
+                self.cuda.synchronize(self.device_index)
+                self.cuda.ipc_collect()
+            self.cuda.empty_cache()
+
+    is_out_of_memory = staticmethod(is_out_of_memory)
+
+    def run_with_fallback(self, work: Callable[[str], T], what: str, required_gb: float = 2.0,
+                          on_fallback: Callable[[str], None] | None = None) -> T:
+        """work(device) on the GPU when possible; on out-of-memory, clean up and run it again on the CPU."""
+        device = self.choose_device(required_gb)
+        if device == "cpu":
+            return work("cpu")
+        try:
+            with self.lock:
+                return work(device)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_out_of_memory(error):
+                raise
+        self.cleanup(force=True)
+        message = f"{what}: GPU out of memory, ran on the CPU instead"
+        log.warning(message)
+        if on_fallback:
+            on_fallback(message)
+        return work("cpu")

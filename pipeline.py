@@ -1,0 +1,96 @@
+"""One input file through the requested stages, top to bottom; what it produced goes into its report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from audio_io import AudioError, open_audio
+from config import RunConfig
+from model_manager import ModelManager
+from reports import manifest_record, write_file_report
+from stages import FileContext, Part, Stage, build_stages
+
+log = logging.getLogger("audio_processing")
+
+Emit = Callable[[str, dict], None]  # (event kind, payload): how a worker tells the main process
+
+
+@dataclass(frozen=True)
+class FileJob:
+    index: int
+    source: Path
+    key: str  # the file's output folder, relative to the output root
+
+
+def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
+    """One job per file; outputs go to <relative path without extension>, or with it when two names clash."""
+    root = input_root if input_root.is_dir() else input_root.parent
+    relative = [file.relative_to(root) if file.is_relative_to(root) else Path(file.name) for file in files]
+    stems = [rel.with_suffix("").as_posix() for rel in relative]
+    clashing = {stem for stem in stems if stems.count(stem) > 1}
+    return [FileJob(i, file, rel.as_posix() if stem in clashing else stem)
+            for i, (file, rel, stem) in enumerate(zip(files, relative, stems))]
+
+
+def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
+    """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
+    config.output.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=config.output))
+    ctx = FileContext(source=job.source, file_id=job.source.stem, out_dir=config.output / job.key,
+                      output_root=config.output, scratch_dir=scratch, log=log)
+    timings: dict[str, float] = defaultdict(float)
+    started, started_at = time.perf_counter(), time.time()
+    status, error = "done", None
+    try:
+        info = open_audio(job.source, scratch)
+        ctx.source_info = info
+        whole = Part(0, 0, info.frames, info.sample_rate, info.channels, info)
+        stages = build_stages(config.steps, config, models)
+        parts: Iterator[Part] = iter([whole])
+        for stage in stages:
+            parts = _timed(stage, parts, ctx, timings, models)
+        for part in parts:
+            ctx.parts.append(part)
+            emit("part_done", manifest_record(job, part, ctx))
+        for stage in stages:
+            begun = time.perf_counter()
+            stage.finish(ctx)
+            timings[stage.name] += time.perf_counter() - begun
+    except AudioError as problem:
+        status, error = "failed", str(problem)
+    except Exception as problem:  # noqa: BLE001 - one file's failure must not stop the batch
+        status, error = "failed", f"{type(problem).__name__}: {problem}"
+        log.debug("%s failed", job.source, exc_info=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if error:
+        log.error("%s: %s", job.source, error)
+    report = write_file_report(ctx, job, status, error, dict(timings), time.perf_counter() - started,
+                               device=models.gpu.device, worker=os.getpid(), started_at=started_at)
+    models.gpu.cleanup()
+    return report
+
+
+def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict, models) -> Iterator[Part]:
+    """stage.run over every part, timing only the stage's own work (not the stages upstream of it)."""
+    for part in parts:
+        outputs = stage.run(part, ctx)
+        while True:
+            begun = time.perf_counter()
+            try:
+                out = next(outputs)
+            except StopIteration:
+                timings[stage.name] += time.perf_counter() - begun
+                break
+            timings[stage.name] += time.perf_counter() - begun
+            if models.gpu.enabled:
+                models.gpu.cleanup()
+            yield out

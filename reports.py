@@ -1,0 +1,122 @@
+"""What a run tells its user: manifest lines, per-file reports, and the run's summary and statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from audio_io import write_json, write_text
+
+MANIFEST_FIELDS = ("text", "speech_duration", "speakers", "denoiser")
+
+
+def manifest_record(job, part, ctx) -> dict:
+    record = {"source": str(job.source), "output": job.key, "part": part.index, "offset": round(part.offset, 6),
+              "duration": round(part.duration, 6), "sample_rate": part.sample_rate, "channels": part.channels,
+              "status": "done", "outputs": dict(part.outputs)}
+    record.update({key: part.fields[key] for key in MANIFEST_FIELDS if key in part.fields})
+    return record
+
+
+def append_manifest(path: Path, record: dict) -> None:
+    """One line per finished part, flushed to disk at once: the manifest is the record of what is done."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_file_report(ctx, job, status: str, error: str | None, timings: dict, seconds: float, device: str,
+                      worker: int, started_at: float) -> dict:
+    info = ctx.source_info
+    duration = info.duration if info else 0.0
+    stages = {name: dict(details) for name, details in ctx.stage_info.items()}
+    for name, spent in timings.items():
+        stages.setdefault(name, {})["seconds"] = round(spent, 3)
+    report = {
+        "source": str(job.source), "output": job.key, "status": status, "error": error,
+        "duration": round(duration, 3), "sample_rate": info.sample_rate if info else None,
+        "channels": info.channels if info else None, "parts": len(ctx.parts),
+        "speech_duration": round(sum(p.fields.get("speech_duration", 0.0) for p in ctx.parts), 3)
+        if any("speech_duration" in p.fields for p in ctx.parts) else None,
+        "speakers": stages.get("diar", {}).get("speakers"),
+        "stages": stages, "notes": list(ctx.notes), "processing_seconds": round(seconds, 3),
+        "real_time_factor": round(seconds / duration, 4) if duration else None, "device": device, "worker": worker,
+        "started_at": round(started_at, 3),
+    }
+    if ctx.out_dir.exists() or status == "done":
+        write_json(ctx.out_dir / "report.json", report)
+        write_text(ctx.out_dir / "report.txt", report_text(report))
+    return report
+
+
+def report_text(report: dict) -> str:
+    lines = [f"File: {report['source']}", f"Status: {report['status']}"]
+    if report["error"]:
+        lines.append(f"Error: {report['error']}")
+    if report["duration"]:
+        lines.append(f"Duration: {report['duration']:.2f} s, {report['sample_rate']} Hz, "
+                     f"{report['channels']} channel(s)")
+    lines.append(f"Parts: {report['parts']}")
+    if report["speech_duration"] is not None:
+        lines.append(f"Speech: {report['speech_duration']:.2f} s")
+    if report["speakers"] is not None:
+        lines.append(f"Speakers: {report['speakers']}")
+    lines.append(f"Processing time: {report['processing_seconds']:.2f} s on {report['device']}"
+                 + (f" (real-time factor {report['real_time_factor']:.3f})" if report["real_time_factor"] else ""))
+    for name, details in report["stages"].items():
+        extras = ", ".join(f"{k}={v}" for k, v in details.items() if k != "seconds")
+        lines.append(f"  {name}: {details.get('seconds', 0.0):.2f} s" + (f" ({extras})" if extras else ""))
+    for note in report["notes"]:
+        lines.append(f"Note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(reports: list[dict], wall_seconds: float, workers: int, gpu_used: bool, finished_at: float) -> dict:
+    """Run statistics. The speed-up compares the files' own processing times with the time from the first
+    file's start to the end, so worker start-up (importing torch) does not count against it."""
+    done = [r for r in reports if r["status"] == "done"]
+    starts = [r["started_at"] for r in reports if r.get("started_at")]
+    processing_span = finished_at - min(starts) if starts else wall_seconds
+    failed = [r for r in reports if r["status"] != "done"]
+    audio_seconds = sum(r["duration"] for r in done)
+    busy_seconds = sum(r["processing_seconds"] for r in reports)
+    stage_seconds: dict[str, float] = {}
+    for report in done:
+        for name, details in report["stages"].items():
+            stage_seconds[name] = round(stage_seconds.get(name, 0.0) + details.get("seconds", 0.0), 3)
+    return {
+        "files_total": len(reports), "files_processed": len(done), "files_failed": len(failed),
+        "failures": [{"source": r["source"], "error": r["error"]} for r in failed],
+        "wall_seconds": round(wall_seconds, 3),
+        "time_per_file": round(sum(r["processing_seconds"] for r in done) / len(done), 3) if done else 0.0,
+        "speedup_from_parallelization": round(busy_seconds / processing_span, 2) if processing_span > 0 else 1.0,
+        "gpu_used": gpu_used, "workers": workers,
+        "audio_hours": round(audio_seconds / 3600, 4),
+        "real_time_factor": round(wall_seconds / audio_seconds, 4) if audio_seconds else None,
+        "stage_seconds": stage_seconds,
+        "parts": sum(r["parts"] for r in done),
+    }
+
+
+def statistics_block(summary: dict) -> str:
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["stage_seconds"].items()) or "none"
+    rtf = summary["real_time_factor"]
+    lines = [
+        "PERFORMANCE STATISTICS:",
+        f"  - Files processed: {summary['files_processed']}",
+        f"  - Files failed: {summary['files_failed']}",
+        f"  - Time per file: {summary['time_per_file']:.1f} seconds",
+        f"  - Speedup from parallelization: ~{summary['speedup_from_parallelization']:.1f}x "
+        f"({summary['workers']} worker{'s' if summary['workers'] != 1 else ''})",
+        f"  - GPU used: {'Yes' if summary['gpu_used'] else 'No'}",
+        f"  - Audio processed: {summary['audio_hours']:.3f} hours in {summary['parts']} parts",
+        f"  - Real-time factor: {rtf:.3f} (wall time / audio duration)" if rtf is not None
+        else "  - Real-time factor: n/a",
+        f"  - Time per stage: {stages}",
+        "  - Logic: Optimized parallel processing with memory management",
+    ]
+    for failure in summary["failures"]:
+        lines.append(f"  ! {failure['source']}: {failure['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""The batch: files shared out to worker processes, progress, the log, the manifest and the summary.
+
+Workers are started with the spawn method and each loads its models once. The main process is the only writer
+of the manifest and the log; workers send it events (log records, finished parts, finished files) over one
+queue. A worker that exceeds --timeout or dies is replaced, and its file is reported as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from logging.handlers import QueueHandler
+from pathlib import Path
+
+import psutil
+from tqdm import tqdm
+
+from config import RunConfig
+from pipeline import FileJob, process_file
+from audio_io import write_json
+from model_store import disable_downloads_when_offline
+from reports import append_manifest, statistics_block, summarize
+
+log = logging.getLogger("audio_processing")
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(message)s"
+
+
+def get_optimal_workers() -> int:
+    """The seed guide's rule: half the cores, fewer when RAM is short."""
+    cpu_count = mp.cpu_count()
+    memory_gb = psutil.virtual_memory().total / 1024 ** 3
+    if cpu_count >= 12 and memory_gb >= 24:
+        return min(6, cpu_count // 2)
+    if cpu_count >= 8 and memory_gb >= 16:
+        return min(4, cpu_count // 2)
+    return max(1, min(2, cpu_count // 2))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Workers x threads ~ cores: oversubscribed torch threads ran 6x-150x slower here."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+# ---- inside a worker process ----
+
+def _worker_main(worker_id: int, config: RunConfig, threads: int, tasks, events) -> None:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+    logger = logging.getLogger("audio_processing")
+    logger.handlers[:] = [QueueHandler(events)]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logging.captureWarnings(True)  # library warnings go to the log file, not across the progress bars
+    logging.getLogger("py.warnings").handlers[:] = [QueueHandler(events)]
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    from gpu_memory import GPUMemoryManager
+    from model_manager import ModelManager
+
+    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu,
+                           processes_per_device=max(1, config.workers or 1))
+    models = ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
+                          language=config.language)
+    while True:
+        job = tasks.get()
+        if job is None:
+            break
+
+        def emit(kind: str, payload: dict, job=job) -> None:
+            events.put((kind, worker_id, job.index, payload))
+
+        report = process_file(job, config, models, emit)
+        events.put(("file_done", worker_id, job.index, report))
+    models.release()
+
+
+# ---- in the main process ----
+
+@dataclass
+class Worker:
+    id: int
+    process: mp.Process
+    tasks: object
+    job: FileJob | None = None
+    started: float = 0.0
+
+
+def _failed_report(job: FileJob, error: str, seconds: float) -> dict:
+    return {"source": str(job.source), "output": job.key, "status": "failed", "error": error, "duration": 0.0,
+            "parts": 0, "stages": {}, "notes": [], "processing_seconds": round(seconds, 3)}
+
+
+class WorkerPool:
+    def __init__(self, config: RunConfig, size: int, threads: int):
+        self.context = mp.get_context("spawn")
+        self.config, self.threads = config, threads
+        self.events = self.context.Queue()
+        self.workers = [self._start(i) for i in range(size)]
+
+    def _start(self, worker_id: int) -> Worker:
+        tasks = self.context.Queue()
+        process = self.context.Process(target=_worker_main, name=f"worker-{worker_id}",
+                                       args=(worker_id, self.config, self.threads, tasks, self.events), daemon=True)
+        process.start()
+        return Worker(worker_id, process, tasks)
+
+    def replace(self, worker: Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(5)
+        self.workers[worker.id] = self._start(worker.id)
+
+    def assign(self, worker: Worker, job: FileJob) -> None:
+        worker.job, worker.started = job, time.monotonic()
+        worker.tasks.put(job)
+
+    def idle(self) -> list[Worker]:
+        return [w for w in self.workers if w.job is None]
+
+    def busy(self) -> list[Worker]:
+        return [w for w in self.workers if w.job is not None]
+
+    def close(self, force: bool = False) -> None:
+        for worker in self.workers:
+            if force:
+                worker.process.kill()
+            else:
+                worker.tasks.put(None)
+        for worker in self.workers:
+            worker.process.join(5 if force else 60)
+            if worker.process.is_alive():
+                worker.process.kill()
+
+
+class BatchRun:
+    """The main process's side of a batch: hands out jobs, records events, replaces stuck workers."""
+
+    def __init__(self, config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool):
+        self.config, self.jobs = config, jobs
+        self.workers = max(1, min(workers, len(jobs)))
+        self.threads = threads_per_worker(self.workers)
+        self.manifest = config.output / "manifest.jsonl"
+        self.reports: dict[int, dict] = {}
+        bars = {"disable": True} if quiet else {"disable": None}  # None: shown on a terminal only
+        self.files_bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, **bars)
+        self.parts_bar = tqdm(desc="parts", unit="part", position=1, **bars)
+
+    def run(self) -> bool:
+        """True when the run was interrupted (Ctrl-C)."""
+        log.info("processing %d file(s) with %d worker(s), %d thread(s) each", len(self.jobs), self.workers,
+                 self.threads)
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[variable] = str(self.threads)  # inherited by the spawned workers before torch loads
+        pending = list(self.jobs)
+        pool = WorkerPool(self.config, self.workers, self.threads)
+        interrupted = False
+        try:
+            while pending or pool.busy():
+                for worker in pool.idle():
+                    if pending:
+                        pool.assign(worker, pending.pop(0))
+                try:
+                    self.handle(pool, pool.events.get(timeout=0.5))
+                except queue.Empty:
+                    pass
+                self.reap(pool)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: stopping the workers")
+        finally:
+            pool.close(force=interrupted)
+            self.files_bar.close()
+            self.parts_bar.close()
+        return interrupted
+
+    def handle(self, pool: WorkerPool, event) -> None:
+        if isinstance(event, logging.LogRecord):
+            if event.name == "py.warnings":
+                event.levelno, event.levelname = logging.DEBUG, "DEBUG"
+            log.handle(event)
+            return
+        kind, worker_id, index, payload = event
+        if kind == "part_done":
+            append_manifest(self.manifest, payload)
+            self.parts_bar.update(1)
+        elif kind == "file_done":
+            self.finish(pool.workers[worker_id], payload)
+
+    def finish(self, worker: Worker, report: dict) -> None:
+        self.reports[worker.job.index] = report
+        worker.job = None
+        self.files_bar.update(1)
+
+    def reap(self, pool: WorkerPool) -> None:
+        """Fail and replace workers that died or ran past the timeout."""
+        now = time.monotonic()
+        for worker in pool.busy():
+            if not worker.process.is_alive():
+                error = f"worker process died (exit code {worker.process.exitcode})"
+                self.drain(pool)  # what it sent before dying still counts
+                if worker.job is None:
+                    pool.replace(worker)
+                    continue
+            elif now - worker.started > self.config.timeout:
+                error = f"timed out after {self.config.timeout:g} s"
+            else:
+                continue
+            log.error("%s: %s", worker.job.source, error)
+            self.finish(worker, _failed_report(worker.job, error, now - worker.started))
+            pool.replace(worker)
+
+    def drain(self, pool: WorkerPool) -> None:
+        while True:
+            try:
+                self.handle(pool, pool.events.get(timeout=0.2))
+            except queue.Empty:
+                return
+
+
+def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool = False) -> dict:
+    """Process every job; returns the run summary (also written to summary.json and printed)."""
+    started = time.monotonic()
+    disable_downloads_when_offline(log.info)
+    batch = BatchRun(config, jobs, workers, quiet)
+    interrupted = batch.run()
+    ordered = [batch.reports[job.index] for job in jobs if job.index in batch.reports]
+    summary = summarize(ordered, time.monotonic() - started, batch.workers, config.use_gpu and _gpu_available(),
+                        finished_at=time.time())
+    summary["interrupted"] = interrupted
+    write_json(config.output / "summary.json", summary)
+    block = statistics_block(summary)
+    log.info("\n%s", block)
+    if not quiet:
+        print(block, flush=True)
+    return summary
+
+
+def _gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def setup_logging(output: Path, verbose: bool = False, quiet: bool = False) -> None:
+    """The detailed log goes to <output>/audio_processing.log; the console gets warnings (all with -v)."""
+    logger = logging.getLogger("audio_processing")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    file_handler = logging.FileHandler(output / "audio_processing.log", encoding="utf-8")
+    file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(file_handler)
+    console = TqdmHandler()
+    console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(console)
+
+
+class TqdmHandler(logging.Handler):
+    """Console lines written through tqdm, so they do not tear the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)

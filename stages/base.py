@@ -1,0 +1,115 @@
+"""What every stage shares: the Part that flows through the pipeline, the per-file context, the Stage interface.
+
+A stage turns one part into one or more parts (`run` is a generator): split yields many, the others yield the
+part they were given with new audio or new annotations. Chaining generators makes each part go through every
+stage before the next part is cut, so memory and disk use do not grow with the number of parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+
+from audio_io import AudioInfo, as_float, iter_blocks, read_frames
+
+MODEL_SAMPLE_RATE = 16000  # what Whisper, Silero and pyannote expect
+
+
+@dataclass
+class Part:
+    index: int
+    start_frame: int  # where the part begins in the original file
+    frames: int
+    sample_rate: int
+    channels: int
+    audio: AudioInfo  # the file that holds this part's current audio
+    audio_start: int = 0  # first frame of the part inside audio.path
+    outputs: dict[str, str] = field(default_factory=dict)  # output kind -> path relative to the output folder
+    fields: dict[str, Any] = field(default_factory=dict)  # text, speech_duration, speakers... for the manifest
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"part_{self.index:04d}"
+
+    @property
+    def offset(self) -> float:
+        return self.start_frame / self.sample_rate
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+    def set_audio(self, audio: AudioInfo) -> None:
+        self.audio, self.audio_start = audio, 0
+        self._cache.clear()
+
+    def read(self, dtype: str | None = None) -> np.ndarray:
+        return read_frames(self.audio, self.audio_start, self.frames, dtype)
+
+    def blocks(self, block_frames: int, dtype: str | None = None) -> Iterator[np.ndarray]:
+        return iter_blocks(self.audio, self.audio_start, self.frames, block_frames, dtype)
+
+    def mono_16k(self) -> torch.Tensor:
+        """The part as 16 kHz mono float32, decoded and resampled once and shared by the stages that need it."""
+        if "mono_16k" not in self._cache:
+            audio = torch.from_numpy(as_float(self.read()).mean(axis=1))
+            self._cache["mono_16k"] = resample(audio, self.sample_rate, MODEL_SAMPLE_RATE)
+        return self._cache["mono_16k"]
+
+
+def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    if from_rate == to_rate:
+        return audio
+    import torchaudio.functional
+
+    return torchaudio.functional.resample(audio, from_rate, to_rate)
+
+
+@dataclass
+class FileContext:
+    """One input file's run: where outputs go, what the report records."""
+
+    source: Path
+    file_id: str  # the RTTM file-id: the input's stem
+    out_dir: Path  # results/<relative input path without extension>
+    output_root: Path  # results/
+    scratch_dir: Path
+    log: logging.Logger
+    source_info: AudioInfo | None = None
+    notes: list[str] = field(default_factory=list)  # fallbacks and warnings, for the report
+    stage_info: dict[str, dict] = field(default_factory=dict)  # per stage: method, model, device...
+    parts: list[Part] = field(default_factory=list)  # finished parts
+
+    def output_path(self, kind: str, part: Part, suffix: str) -> Path:
+        return self.out_dir / kind / f"{part.name}{suffix}"
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.output_root).as_posix()
+
+    def note(self, message: str) -> None:
+        """A fallback or problem the user must hear about: logged as a warning and kept for the report."""
+        if message not in self.notes:
+            self.notes.append(message)
+            self.log.warning("%s: %s", self.source, message)
+
+
+class Stage:
+    """One step of the pipeline. Subclasses set `name` and implement `run`; `finish` is for whole-file output."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config, models):
+        self.config = config
+        self.models = models
+
+    def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
+        raise NotImplementedError
+
+    def finish(self, ctx: FileContext) -> None:
+        """Called once after every part of the file went through all stages."""

@@ -1,0 +1,113 @@
+"""denoise: keep the voice, remove music and noise (Demucs vocals; DeepFilterNet3 when Demucs cannot load).
+
+The part is enhanced in blocks of a minute with two seconds of context on each side, so memory stays bounded
+however long the part is and block edges leave no seam. Each block goes to the model's rate and channel
+count and comes back to the part's own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from audio_io import AudioWriter, as_float, open_audio, read_frames
+from model_manager import ModelUnavailable
+from stages.base import FileContext, Part, Stage, resample
+
+BLOCK_SECONDS = 60
+CONTEXT_SECONDS = 2.0
+METHODS = ("demucs", "deepfilternet")
+
+Enhancer = Callable[[torch.Tensor, str], torch.Tensor]  # (channels, samples) at the model's rate, device
+
+
+class Denoise(Stage):
+    name = "denoise"
+
+    def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
+        method, enhancer, rate, channels = self._enhancer(ctx)
+        if enhancer is None:
+            yield part
+            return
+        path = ctx.output_path("denoised", part, ".wav")
+        with AudioWriter(path, part.sample_rate, part.channels, part.audio.write_subtype) as writer:
+            for block in enhance_in_blocks(part, rate, channels, enhancer, self.models.gpu, ctx):
+                writer.write(block)
+        part.set_audio(open_audio(path, ctx.scratch_dir))
+        part.outputs["denoise"] = ctx.relative(path)
+        part.fields["denoiser"] = method
+        yield part
+
+    def _enhancer(self, ctx: FileContext) -> tuple[str, Enhancer | None, int, int]:
+        """The first method that loads, from the one asked for; each fallback is noted once per file."""
+        wanted = self.config.denoiser
+        order = [wanted] + [m for m in METHODS if m != wanted]
+        for method in order:
+            try:
+                enhancer, rate, channels = getattr(self, f"_{method}")()
+            except ModelUnavailable as error:
+                ctx.note(f"denoise: {method} unavailable ({error})")
+                continue
+            if method != wanted:
+                ctx.note(f"denoise: used {method} instead of {wanted}")
+            ctx.stage_info[self.name] = {"method": method}
+            return method, enhancer, rate, channels
+        ctx.note("denoise: no denoiser could be loaded; audio passed through unchanged")
+        ctx.stage_info[self.name] = {"method": "none"}
+        return "none", None, 0, 0
+
+    def _demucs(self) -> tuple[Enhancer, int, int]:
+        from demucs.apply import apply_model
+
+        name = self.config.demucs_model
+        model = self.models.get_demucs_model(name)  # loads (or fails) once, before any work
+        vocals = model.sources.index("vocals")
+
+        def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
+            net = self.models.get_demucs_model(name, device=device)
+            reference = audio.mean(0)
+            mean, std = reference.mean(), reference.std() + 1e-8
+            with torch.inference_mode():
+                sources = apply_model(net, ((audio - mean) / std)[None], shifts=0, split=True, overlap=0.25,
+                                      segment=self.config.demucs_segment, device=device, progress=False)
+            return sources[0, vocals].cpu() * std + mean
+
+        return enhance, model.samplerate, model.audio_channels
+
+    def _deepfilternet(self) -> tuple[Enhancer, int, int]:
+        model = self.models.get_deepfilternet()
+
+        def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
+            return torch.from_numpy(model.process(audio.numpy().astype(np.float32)))
+
+        return enhance, model.sample_rate, 1
+
+
+def adapt_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
+    """(c, n) -> (channels, n): mono is repeated, more channels than wanted are mixed down."""
+    if audio.shape[0] == channels:
+        return audio
+    mono = audio.mean(0, keepdim=True)
+    return mono.expand(channels, -1).contiguous()
+
+
+def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance: Enhancer, gpu,
+                      ctx: FileContext) -> Iterator[np.ndarray]:
+    """Yields the enhanced part as float32 (frames, channels) blocks."""
+    block = BLOCK_SECONDS * part.sample_rate
+    context = round(CONTEXT_SECONDS * part.sample_rate)
+    for core_start in range(0, part.frames, block):
+        core_end = min(core_start + block, part.frames)
+        first, last = max(0, core_start - context), min(part.frames, core_end + context)
+        samples = as_float(read_frames(part.audio, part.audio_start + first, last - first))
+        audio = adapt_channels(torch.from_numpy(samples.T.copy()), model_channels)
+        audio = resample(audio, part.sample_rate, model_rate)
+        out = gpu.run_with_fallback(lambda device: enhance(audio, device), "denoise", on_fallback=ctx.note)
+        out = resample(out, model_rate, part.sample_rate)
+        out = adapt_channels(out, part.channels)
+        core = out[:, core_start - first: core_start - first + (core_end - core_start)]
+        if core.shape[1] < core_end - core_start:  # resampling can round one frame short
+            core = torch.nn.functional.pad(core, (0, core_end - core_start - core.shape[1]))
+        yield core.T.numpy().astype(np.float32)

