@@ -73,7 +73,7 @@ def report_text(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(reports: list[dict], wall_seconds: float, workers: int, gpu_used: bool, finished_at: float) -> dict:
+def summarize(reports: list[dict], wall_seconds: float, workers: int, finished_at: float) -> dict:
     """Run statistics. The speed-up compares the files' own processing times with the time from the first
     file's start to the end, so worker start-up (importing torch) does not count against it."""
     done = [r for r in reports if r["status"] == "done"]
@@ -92,7 +92,7 @@ def summarize(reports: list[dict], wall_seconds: float, workers: int, gpu_used: 
         "wall_seconds": round(wall_seconds, 3),
         "time_per_file": round(sum(r["processing_seconds"] for r in done) / len(done), 3) if done else 0.0,
         "speedup_from_parallelization": round(busy_seconds / processing_span, 2) if processing_span > 0 else 1.0,
-        "gpu_used": gpu_used, "workers": workers,
+        "gpu_used": any(r.get("device", "cpu") != "cpu" for r in reports), "workers": workers,
         "audio_hours": round(audio_seconds / 3600, 4),
         "real_time_factor": round(wall_seconds / audio_seconds, 4) if audio_seconds else None,
         "stage_seconds": stage_seconds,

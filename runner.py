@@ -48,7 +48,7 @@ def threads_per_worker(workers: int) -> int:
 
 # ---- inside a worker process ----
 
-def _worker_main(worker_id: int, config: RunConfig, threads: int, tasks, events) -> None:
+def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events) -> None:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(threads)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
@@ -65,8 +65,10 @@ def _worker_main(worker_id: int, config: RunConfig, threads: int, tasks, events)
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
 
-    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu,
-                           processes_per_device=max(1, config.workers or 1))
+    # Workers are spread over the cards; those on one card share its memory limit.
+    cards = torch.cuda.device_count() if config.use_gpu and torch.cuda.is_available() else 1
+    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu, device_index=worker_id % cards,
+                           processes_per_device=-(-workers // cards))
     models = ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
                           language=config.language)
     while True:
@@ -77,6 +79,7 @@ def _worker_main(worker_id: int, config: RunConfig, threads: int, tasks, events)
         def emit(kind: str, payload: dict, job=job) -> None:
             events.put((kind, worker_id, job.index, payload))
 
+        emit("file_started", {})
         report = process_file(job, config, models, emit)
         events.put(("file_done", worker_id, job.index, report))
     models.release()
@@ -90,7 +93,7 @@ class Worker:
     process: mp.Process
     tasks: object
     job: FileJob | None = None
-    started: float = 0.0
+    started: float | None = None  # when the worker began the job (it may still be starting up)
 
 
 def _failed_report(job: FileJob, error: str, seconds: float) -> dict:
@@ -101,14 +104,15 @@ def _failed_report(job: FileJob, error: str, seconds: float) -> dict:
 class WorkerPool:
     def __init__(self, config: RunConfig, size: int, threads: int):
         self.context = mp.get_context("spawn")
-        self.config, self.threads = config, threads
+        self.config, self.threads, self.size = config, threads, size
         self.events = self.context.Queue()
         self.workers = [self._start(i) for i in range(size)]
 
     def _start(self, worker_id: int) -> Worker:
         tasks = self.context.Queue()
         process = self.context.Process(target=_worker_main, name=f"worker-{worker_id}",
-                                       args=(worker_id, self.config, self.threads, tasks, self.events), daemon=True)
+                                       args=(worker_id, self.size, self.config, self.threads, tasks, self.events),
+                                       daemon=True)
         process.start()
         return Worker(worker_id, process, tasks)
 
@@ -119,7 +123,7 @@ class WorkerPool:
         self.workers[worker.id] = self._start(worker.id)
 
     def assign(self, worker: Worker, job: FileJob) -> None:
-        worker.job, worker.started = job, time.monotonic()
+        worker.job, worker.started = job, None
         worker.tasks.put(job)
 
     def idle(self) -> list[Worker]:
@@ -188,7 +192,9 @@ class BatchRun:
             log.handle(event)
             return
         kind, worker_id, index, payload = event
-        if kind == "part_done":
+        if kind == "file_started":  # the timeout runs from here, not from the worker's start-up
+            pool.workers[worker_id].started = time.monotonic()
+        elif kind == "part_done":
             append_manifest(self.manifest, payload)
             self.parts_bar.update(1)
         elif kind == "file_done":
@@ -209,12 +215,12 @@ class BatchRun:
                 if worker.job is None:
                     pool.replace(worker)
                     continue
-            elif now - worker.started > self.config.timeout:
+            elif worker.started is not None and now - worker.started > self.config.timeout:
                 error = f"timed out after {self.config.timeout:g} s"
             else:
                 continue
             log.error("%s: %s", worker.job.source, error)
-            self.finish(worker, _failed_report(worker.job, error, now - worker.started))
+            self.finish(worker, _failed_report(worker.job, error, now - (worker.started or now)))
             pool.replace(worker)
 
     def drain(self, pool: WorkerPool) -> None:
@@ -232,8 +238,7 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     batch = BatchRun(config, jobs, workers, quiet)
     interrupted = batch.run()
     ordered = [batch.reports[job.index] for job in jobs if job.index in batch.reports]
-    summary = summarize(ordered, time.monotonic() - started, batch.workers, config.use_gpu and _gpu_available(),
-                        finished_at=time.time())
+    summary = summarize(ordered, time.monotonic() - started, batch.workers, finished_at=time.time())
     summary["interrupted"] = interrupted
     write_json(config.output / "summary.json", summary)
     block = statistics_block(summary)
@@ -241,12 +246,6 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     if not quiet:
         print(block, flush=True)
     return summary
-
-
-def _gpu_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def setup_logging(output: Path, verbose: bool = False, quiet: bool = False) -> None:

@@ -27,7 +27,7 @@ class Denoise(Stage):
     name = "denoise"
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
-        method, enhancer, rate, channels = self._enhancer(ctx)
+        method, enhancer, rate, channels = self._enhancer(part, ctx)
         if enhancer is None:
             yield part
             return
@@ -40,13 +40,13 @@ class Denoise(Stage):
         part.fields["denoiser"] = method
         yield part
 
-    def _enhancer(self, ctx: FileContext) -> tuple[str, Enhancer | None, int, int]:
+    def _enhancer(self, part: Part, ctx: FileContext) -> tuple[str, Enhancer | None, int, int]:
         """The first method that loads, from the one asked for; each fallback is noted once per file."""
         wanted = self.config.denoiser
         order = [wanted] + [m for m in METHODS if m != wanted]
         for method in order:
             try:
-                enhancer, rate, channels = getattr(self, f"_{method}")()
+                enhancer, rate, channels = getattr(self, f"_{method}")(part)
             except ModelUnavailable as error:
                 ctx.note(f"denoise: {method} unavailable ({error})")
                 continue
@@ -58,17 +58,18 @@ class Denoise(Stage):
         ctx.stage_info[self.name] = {"method": "none"}
         return "none", None, 0, 0
 
-    def _demucs(self) -> tuple[Enhancer, int, int]:
+    def _demucs(self, part: Part) -> tuple[Enhancer, int, int]:
         from demucs.apply import apply_model
 
         name = self.config.demucs_model
         model = self.models.get_demucs_model(name)  # loads (or fails) once, before any work
         vocals = model.sources.index("vocals")
+        # Demucs expects input normalised by the whole track's level; one level for the part keeps the gain
+        # the same in every block.
+        mean, std = level(part)
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
             net = self.models.get_demucs_model(name, device=device)
-            reference = audio.mean(0)
-            mean, std = reference.mean(), reference.std() + 1e-8
             with torch.inference_mode():
                 sources = apply_model(net, ((audio - mean) / std)[None], shifts=0, split=True, overlap=0.25,
                                       segment=self.config.demucs_segment, device=device, progress=False)
@@ -76,13 +77,23 @@ class Denoise(Stage):
 
         return enhance, model.samplerate, model.audio_channels
 
-    def _deepfilternet(self) -> tuple[Enhancer, int, int]:
+    def _deepfilternet(self, part: Part) -> tuple[Enhancer, int, int]:
         model = self.models.get_deepfilternet()
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
             return torch.from_numpy(model.process(audio.numpy().astype(np.float32)))
 
         return enhance, model.sample_rate, 1
+
+
+def level(part: Part) -> tuple[float, float]:
+    """Mean and standard deviation of the part's mono mix, in one streaming pass."""
+    count, total, squares = 0, 0.0, 0.0
+    for block in part.blocks(BLOCK_SECONDS * part.sample_rate):
+        mono = as_float(block).mean(axis=1, dtype=np.float64)
+        count, total, squares = count + len(mono), total + mono.sum(), squares + (mono ** 2).sum()
+    mean = total / max(1, count)
+    return mean, float(np.sqrt(max(0.0, squares / max(1, count) - mean ** 2))) + 1e-8
 
 
 def adapt_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:

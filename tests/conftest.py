@@ -45,10 +45,10 @@ def deepfilternet_files(models_dir) -> dict[str, Path]:
             "library": models_dir / "deepfilternet" / "libdeepfilter.so"}
 
 
-def run_cli(*args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
-    """The tool as a user runs it: a real process, real workers."""
+def run_cli(*args, timeout: float = 900, input: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The tool as a user runs it: a real process, real workers; env adds environment variables."""
     environment = {**os.environ, **env}
-    return subprocess.run([sys.executable, str(ROOT / "audio_processing.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(ROOT / "audio_processing.py"), *map(str, args)], input=input,
                           capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
 
 

@@ -1,0 +1,88 @@
+"""Real-time factor of each stage on CPU (stage seconds / audio seconds), medians over repeated runs.
+
+    .venv/bin/python bench/stage_rtf.py [--runs 3] [--threads 2] [--audio tests/data/conv3/conv3_music0dB.flac]
+
+Each stage runs alone through the real pipeline code on the same audio, models loaded beforehand (load times are
+reported separately). Demucs: no pretrained weights can be had offline, so an untrained HTDemucs with htdemucs'
+architecture is timed: same compute, no separation quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_demucs_repo(folder: Path) -> Path:
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], dconv_mode=3, t_layers=5, segment=7.8)
+    args, kwargs = model._init_args_kwargs
+    torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict(),
+                "training_args": {}}, folder / "htdemucs_arch.th")
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--audio", type=Path, default=ROOT / "tests/data/conv3/conv3_music0dB.flac")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
+    args = parser.parse_args()
+
+    import soundfile as sf
+    import torch
+
+    from config import RunConfig
+    from gpu_memory import GPUMemoryManager
+    from model_manager import ModelManager
+    from model_store import disable_downloads_when_offline
+    from pipeline import FileJob, process_file
+
+    disable_downloads_when_offline()
+    torch.set_num_threads(args.threads)
+    duration = sf.info(args.audio).duration
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    demucs_repo = make_demucs_repo(work)
+    scenarios = {
+        "split time": dict(steps=("split",), chunk_duration=20),
+        "split word_boundary faster-whisper int8": dict(steps=("split",), split_method="word_boundary",
+                                                        chunk_duration=20, asr_backend="faster-whisper"),
+        "split word_boundary openai-whisper fp32": dict(steps=("split",), split_method="word_boundary",
+                                                        chunk_duration=20, asr_backend="openai-whisper"),
+        "denoise demucs (htdemucs architecture)": dict(steps=("denoise",), demucs_model=str(demucs_repo)),
+        "denoise deepfilternet": dict(steps=("denoise",), denoiser="deepfilternet"),
+        "vad silero": dict(steps=("vad",)),
+        "diar offline (seg-3.0 + CAM++)": dict(steps=("diar",), diarization_model="offline"),
+    }
+    models = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=args.models_dir, cpu_threads=args.threads,
+                          language="en")
+    print(f"audio: {args.audio.name}, {duration:.1f} s; {args.threads} thread(s); median of {args.runs} runs")
+    print(f"{'stage':45s} {'load s':>7s} {'median s':>9s} {'RTF':>7s}")
+    for name, options in scenarios.items():
+        times, first = [], 0.0
+        for run in range(args.runs + 1):
+            config = RunConfig(input=args.audio, output=work / f"out{run}", models_dir=args.models_dir, **options)
+            report = process_file(FileJob(0, args.audio, "x"), config, models, lambda kind, payload: None)
+            if report["status"] != "done":
+                raise SystemExit(f"{name}: {report['error']}")
+            seconds = report["stages"][options["steps"][0]]["seconds"]
+            if run == 0:  # the first run also loads the models
+                first = seconds
+            else:
+                times.append(seconds)
+        median = statistics.median(times)
+        load = max(0.0, first - median)
+        print(f"{name:45s} {load:7.2f} {median:9.2f} {median / duration:7.3f}")
+
+
+if __name__ == "__main__":
+    main()

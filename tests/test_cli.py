@@ -1,0 +1,146 @@
+"""The tool as users run it: real processes, real workers, the seed guide's examples, bad input and bad flags."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import DATA, read_rttm, run_cli
+
+CLIPS = sorted((DATA / "librivox").glob("*.flac"))
+
+
+def manifest(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(CLIPS[0], folder / "good one.flac")
+    shutil.copy(CLIPS[1], folder / "sub" / "good_two.flac")
+    (folder / "notes.wav").write_text("this is a text file, not audio\n")
+    (folder / "empty.mp3").write_bytes(b"")
+    (folder / "truncated.flac").write_bytes(CLIPS[2].read_bytes()[:6000])
+    output = tmp_path / "out"
+    result = run_cli("--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "2",
+                     "--workers", "2", AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 1, result.stderr
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["files_processed"] == 2 and summary["files_failed"] == 3
+    failures = {Path(f["source"]).name: f["error"] for f in summary["failures"]}
+    assert set(failures) == {"notes.wav", "empty.mp3", "truncated.flac"}
+    assert "empty file" in failures["empty.mp3"]
+    assert "cannot decode" in failures["notes.wav"]
+    for name in failures:  # one line per bad file on the console and in the log, naming it
+        assert name in result.stderr
+        assert name in (output / "audio_processing.log").read_text()
+    records = manifest(output)
+    assert {r["output"] for r in records} == {"good one", "sub/good_two"}
+    assert (output / "sub" / "good_two" / "parts" / "part_0000.wav").exists()
+    assert json.loads((output / "good one" / "report.json").read_text())["status"] == "done"
+    assert "PERFORMANCE STATISTICS:" in result.stdout and "Files failed: 3" in result.stdout
+    assert not list(output.rglob("*.tmp*")) and not list(output.glob(".scratch-*"))
+
+
+def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
+    """python audio_processing.py --input audio.mp3 --output results (offline: the fallbacks are named)."""
+    mp3 = tmp_path / "audio.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", DATA / "pyannote_sample" / "sample.flac", mp3], check=True)
+    output = tmp_path / "results"
+    result = run_cli("--input", mp3, "--output", output, AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 0, result.stderr
+    folder = output / "audio"
+    for relative in ("parts/part_0000.wav", "denoised/part_0000.wav", "speech/part_0000.wav",
+                     "speech/part_0000.json", "diarization/part_0000.rttm", "audio.rttm", "report.txt",
+                     "report.json"):
+        assert (folder / relative).exists(), relative
+    report = json.loads((folder / "report.json").read_text())
+    assert report["stages"]["denoise"]["method"] == "deepfilternet"
+    assert report["stages"]["diar"]["model"] == "offline"
+    assert any("Hugging Face token" in note for note in report["notes"])
+    assert len({speaker for _, _, speaker in read_rttm(folder / "audio.rttm")}) == 2
+    assert sf.info(folder / "parts" / "part_0000.wav").samplerate == 16000
+    record = manifest(output)[0]
+    assert record["source"] == str(mp3) and record["speakers"] == 2
+    assert set(record["outputs"]) == {"split", "denoise", "speech", "speech_segments", "diarization"}
+    assert "GPU used: No" in result.stdout
+    assert (output / "audio_processing.log").stat().st_size > 0
+
+
+def test_seed_example_folder_word_boundary(tmp_path, models_dir):
+    folder = tmp_path / "audio_folder"
+    folder.mkdir()
+    for clip in CLIPS[:2]:
+        shutil.copy(clip, folder)
+    output = tmp_path / "results"
+    result = run_cli("--input", folder, "--output", output, "--chunk_duration", "300", "--steps", "split",
+                     "denoise", "vad", "diar", "--split_method", "word_boundary", "--use_gpu", "--workers", "4",
+                     AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 0, result.stderr
+    records = manifest(output)
+    assert len(records) == 2
+    texts = {r["output"][-4:]: r["text"].lower() for r in records}
+    assert "ill disposed young man" in texts["0880"].replace("-", " ")
+    assert "GPU used: No" in result.stdout
+
+
+def test_interactive_session(tmp_path, models_dir):
+    output = tmp_path / "results"
+    # input, output, steps, split method (a wrong answer, then a right one), chunk, GPU, workers, confirm
+    answers = "\n".join([str(CLIPS[1]), str(output), "split vad", "nonsense", "time", "1", "", "", ""]) + "\n"
+    result = run_cli("--interactive", input=answers, AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "found 1 audio file(s)" in result.stdout
+    assert "choose one of: time, word_boundary" in result.stdout  # the bad answer was explained and asked again
+    assert len(manifest(output)) == 3  # 2.99 s cut into 1 s parts
+
+
+def test_interactive_end_of_input_cancels_cleanly(tmp_path):
+    result = run_cli("--interactive", input="")
+    assert result.returncode == 1 and "Cancelled." in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--input", "x.wav", "--steps", "split", "transcribe"], "invalid choice: 'transcribe'"),
+    (["--input", "x.wav", "--chunk_duration", "-5"], "must be greater than 0"),
+    (["--output", "o"], "--input is required"),
+    (["--input", "/no/such/folder"], "no such file or folder"),
+    (["--input", "x.wav", "--gpu_memory_limit", "1.5"], "must be between 0 and 1"),
+    (["--input", "x.wav", "--split_method", "sentences"], "invalid choice: 'sentences'"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, arguments, message):
+    result = run_cli(*[tmp_path / a if a == "x.wav" else a for a in arguments])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli("--input", CLIPS[0], "--output", blocker / "results")
+    assert result.returncode == 2 and "not writable" in result.stderr
+
+
+def test_a_file_past_the_timeout_is_stopped_and_the_batch_goes_on(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rate = 16000
+    rng = np.random.default_rng(0)
+    sf.write(folder / "a_long.wav", (rng.standard_normal(rate * 60 * 30) * 0.1).astype(np.float32), rate)
+    shutil.copy(CLIPS[1], folder / "b_short.flac")
+    output = tmp_path / "out"
+    result = run_cli("--input", folder, "--output", output, "--steps", "vad", "--timeout", "3", "--workers", "1",
+                     AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 1
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["failures"] == [{"source": str(folder / "a_long.wav"), "error": "timed out after 3 s"}]
+    assert [r["output"] for r in manifest(output)] == ["b_short"]
