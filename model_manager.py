@@ -23,6 +23,13 @@ log = logging.getLogger("audio_processing")
 OFFLINE_DIARIZATION = "offline"  # pyannote segmentation-3.0 + CAM++ from the local store
 
 
+STORE_HINTS = {
+    "whisper": "give a checkpoint or CTranslate2 folder, or fill the store with --prepare_models",
+    "demucs": "put <name>.yaml and its <signature>.th in <models_dir>/demucs, or give --demucs_model FOLDER",
+    "diarization": "give a local pipeline folder, or use --diarization_model offline",
+}
+
+
 class ModelUnavailable(RuntimeError):
     """A model that cannot be loaded here; the message names it, where we looked, and what to do."""
 
@@ -97,6 +104,7 @@ class ModelManager:
                     return OpenAIWhisperTranscriber(load_openai_whisper(checkpoint, device), self.language)
                 import whisper
 
+                self._require_network("whisper", name)
                 model = whisper.load_model(name, device=device, download_root=str(self._store("whisper")))
                 return OpenAIWhisperTranscriber(model, self.language)
             except Exception as error:  # noqa: BLE001 - reported as one clear line
@@ -153,6 +161,7 @@ class ModelManager:
             elif (self._store("demucs") / f"{name}.yaml").exists():
                 model = get_model(name, repo=self._store("demucs"))
             else:
+                self._require_network("demucs", name)
                 model = get_model(name)
         except ModelUnavailable:
             raise
@@ -231,9 +240,12 @@ class ModelManager:
                                    "not accepted on its hub page)")
         return pipeline.to(torch.device(device))
 
+    def _require_network(self, kind: str, name: str) -> None:
+        """Skip a download that cannot work: these loaders do not look at HF_HUB_OFFLINE themselves."""
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ModelUnavailable(f"{kind} model '{name}' is not a local path or in the store {self.models_dir}, "
+                                   f"and there is no connection to download it; {STORE_HINTS[kind]}")
+
     def _unavailable(self, kind: str, name: str, error: BaseException) -> ModelUnavailable:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return ModelUnavailable(f"{kind} model '{name}' could not be loaded: not a local path, not in the store "
-                                f"{self.models_dir}, and the download failed ({reason[:200]}); give a local "
-                                "path, or run `python model_store.py` on a machine with internet and copy "
-                                "the store")
+        return ModelUnavailable(f"{kind} model '{name}' could not be loaded ({reason[:200]}); {STORE_HINTS[kind]}")

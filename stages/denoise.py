@@ -41,20 +41,20 @@ class Denoise(Stage):
         yield part
 
     def _enhancer(self, part: Part, ctx: FileContext) -> tuple[str, Enhancer | None, int, int]:
-        """The first method that loads, from the one asked for; each fallback is noted once per file."""
+        """The first method that loads, from the one asked for; a fallback is noted once per file."""
         wanted = self.config.denoiser
-        order = [wanted] + [m for m in METHODS if m != wanted]
-        for method in order:
+        problems = []
+        for method in [wanted] + [m for m in METHODS if m != wanted]:
             try:
                 enhancer, rate, channels = getattr(self, f"_{method}")(part)
             except ModelUnavailable as error:
-                ctx.note(f"denoise: {method} unavailable ({error})")
+                problems.append(str(error))
                 continue
-            if method != wanted:
-                ctx.note(f"denoise: used {method} instead of {wanted}")
+            if problems:
+                ctx.note(f"denoise: used {method} instead of {wanted}: {'; '.join(problems)}")
             ctx.stage_info[self.name] = {"method": method}
             return method, enhancer, rate, channels
-        ctx.note("denoise: no denoiser could be loaded; audio passed through unchanged")
+        ctx.note(f"denoise skipped, audio passed through unchanged: {'; '.join(problems)}")
         ctx.stage_info[self.name] = {"method": "none"}
         return "none", None, 0, 0
 

@@ -18,6 +18,7 @@ from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage
 
 LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' speakers are one person
+MIN_SPEAKER_SECONDS = 2.0  # a speaker with less speech than this in a file-wide cluster is not trusted alone
 
 
 @dataclass
@@ -60,7 +61,8 @@ class Diarize(Stage):
         parts = [part for part in ctx.parts if "diarization" in part.fields]
         if not parts:
             return
-        groups = link_speakers([part.fields["diarization"] for part in parts], LINK_THRESHOLD)
+        groups = link_speakers([part.fields["diarization"] for part in parts], LINK_THRESHOLD,
+                               self.config.num_speakers or self.config.max_speakers)
         all_turns = []
         for part, mapping in zip(parts, groups):
             turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in part.fields["diarization"]["turns"]]
@@ -74,17 +76,18 @@ class Diarize(Stage):
     def _pipeline_name(self, ctx: FileContext) -> str | None:
         """The pipeline asked for, or the offline one when that cannot load; None when neither can."""
         wanted = self.config.diarization_model
+        problems = []
         for name in dict.fromkeys([wanted, OFFLINE_DIARIZATION]):
             try:
                 self.models.get_diarization_pipeline(name, **self._params(name))
             except ModelUnavailable as error:
-                ctx.note(f"diarization: {error}")
+                problems.append(str(error))
                 continue
-            if name != wanted:
-                ctx.note(f"diarization: used the offline pipeline ({OFFLINE_DIARIZATION}) instead of {wanted}")
+            if problems:
+                ctx.note(f"diarization: used the {OFFLINE_DIARIZATION} pipeline instead of {wanted}: {problems[0]}")
             ctx.stage_info.setdefault(self.name, {"model": name})
             return name
-        ctx.note("diarization skipped: no diarization model could be loaded")
+        ctx.note(f"diarization skipped: {'; '.join(problems)}")
         return None
 
     def _params(self, name: str) -> dict:
@@ -108,45 +111,65 @@ def rttm(file_id: str, turns: list[Turn]) -> str:
                    for t in turns)
 
 
-def link_speakers(parts: list[dict], threshold: float) -> list[dict[str, str]]:
+def link_speakers(parts: list[dict], threshold: float, max_speakers: int | None = None,
+                  min_seconds: float = MIN_SPEAKER_SECONDS) -> list[dict[str, str]]:
     """Map each part's local labels to file-wide ones by average-linkage clustering of the centroids.
 
-    Clusters merge while their mean centroids have cosine similarity >= threshold, but never two clusters
-    holding speakers of the same part (one part's diarization already told them apart).
+    Clusters merge while their mean centroids have cosine similarity >= threshold (and beyond it while there are
+    more than max_speakers), but never two clusters holding speakers of the same part: that part's diarization
+    already told them apart. A speaker heard for less than min_seconds has too few embeddings for a reliable
+    centroid: it joins its closest compatible cluster, as pyannote does with its small clusters (pyannote gives
+    no centroid at all for a speaker with too little speech: then it joins the only compatible one, if one).
     """
-    members, vectors = [], []  # cluster id -> [(part index, label)], mean unit vector
+    clusters = []  # each: {"members": [(part, label)], "vector": mean unit centroid or None, "seconds": speech}
     for index, info in enumerate(parts):
         centroids = info["centroids"]
         for k, label in enumerate(info["labels"]):
             vector = None if centroids is None or k >= len(centroids) else np.asarray(centroids[k], dtype=float)
-            if vector is not None and np.all(np.isfinite(vector)) and np.linalg.norm(vector) > 0:
-                vector = vector / np.linalg.norm(vector)
-            else:
-                vector = None
-            members.append([(index, label)])
-            vectors.append(vector)
+            usable = vector is not None and np.all(np.isfinite(vector)) and np.linalg.norm(vector) > 0
+            seconds = sum(t.end - t.start for t in info["turns"] if t.speaker == label)
+            clusters.append({"members": [(index, label)], "vector": vector / np.linalg.norm(vector) if usable
+                             else None, "seconds": seconds})
+
+    def compatible(a: dict, b: dict) -> bool:
+        return not {i for i, _ in a["members"]} & {i for i, _ in b["members"]}
+
+    def similarity(a: dict, b: dict) -> float | None:
+        if a["vector"] is None or b["vector"] is None or not compatible(a, b):
+            return None
+        return float(a["vector"] @ b["vector"] / (np.linalg.norm(a["vector"]) * np.linalg.norm(b["vector"])))
+
+    def merge(a: dict, b: dict) -> None:
+        weight_a, weight_b = len(a["members"]), len(b["members"])
+        if a["vector"] is None or b["vector"] is None:
+            a["vector"] = a["vector"] if b["vector"] is None else b["vector"]
+        else:
+            a["vector"] = (a["vector"] * weight_a + b["vector"] * weight_b) / (weight_a + weight_b)
+        a["members"] += b["members"]
+        a["seconds"] += b["seconds"]
+        clusters.remove(b)
+
     while True:
-        best, pair = threshold, None
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                if vectors[a] is None or vectors[b] is None:
-                    continue
-                if {i for i, _ in members[a]} & {i for i, _ in members[b]}:
-                    continue
-                similarity = float(vectors[a] @ vectors[b] / (np.linalg.norm(vectors[a]) * np.linalg.norm(vectors[b])))
-                if similarity >= best:
-                    best, pair = similarity, (a, b)
-        if pair is None:
+        pairs = [(similarity(a, b), i, j) for i, a in enumerate(clusters) for j, b in enumerate(clusters) if i < j]
+        pairs = [pair for pair in pairs if pair[0] is not None]
+        if not pairs:
             break
-        a, b = pair
-        weight_a, weight_b = len(members[a]), len(members[b])
-        vectors[a] = (vectors[a] * weight_a + vectors[b] * weight_b) / (weight_a + weight_b)
-        members[a].extend(members.pop(b))
-        vectors.pop(b)
+        best, i, j = max(pairs)
+        if best < threshold and not (max_speakers and len(clusters) > max_speakers):
+            break
+        merge(clusters[i], clusters[j])
+    for small in sorted((c for c in clusters if c["seconds"] < min_seconds), key=lambda c: c["seconds"]):
+        others = [c for c in clusters if c is not small and c["seconds"] >= min_seconds and compatible(small, c)]
+        scored = [(similarity(small, other), index) for index, other in enumerate(others)]
+        scored = [pair for pair in scored if pair[0] is not None]
+        if scored:
+            merge(others[max(scored)[1]], small)
+        elif len(others) == 1:  # no embedding (too little speech), but only one speaker it can be
+            merge(others[0], small)
     # Number the file's speakers by first appearance.
-    order = sorted(range(len(members)), key=lambda c: min(members[c]))
+    order = sorted(clusters, key=lambda c: min(c["members"]))
     mappings: list[dict[str, str]] = [{} for _ in parts]
     for number, cluster in enumerate(order):
-        for index, label in members[cluster]:
+        for index, label in cluster["members"]:
             mappings[index][label] = f"SPEAKER_{number:02d}"
     return mappings

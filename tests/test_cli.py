@@ -49,6 +49,19 @@ def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
     assert not list(output.rglob("*.tmp*")) and not list(output.glob(".scratch-*"))
 
 
+def test_each_worker_loads_a_model_once_for_many_files(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for clip in CLIPS:
+        shutil.copy(clip, folder)
+    output = tmp_path / "out"
+    result = run_cli("--input", folder, "--output", output, "--steps", "vad", "--workers", "1",
+                     AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 0, result.stderr
+    assert len(manifest(output)) == len(CLIPS)
+    assert (output / "audio_processing.log").read_text().count("loaded vad model silero") == 1
+
+
 def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     """python audio_processing.py --input audio.mp3 --output results (offline: the fallbacks are named)."""
     mp3 = tmp_path / "audio.mp3"

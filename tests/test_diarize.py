@@ -73,3 +73,26 @@ def test_speakers_are_linked_across_parts(process, tmp_path):
         assert {s for _, _, s in turns} <= {"SPEAKER_00", "SPEAKER_01"}
         assert all(record["offset"] <= start <= end <= record["offset"] + record["duration"] + 0.01
                    for start, end, _ in turns)
+
+
+def test_link_speakers_rules():
+    from stages.diarize import Turn, link_speakers
+
+    def part(labels, vectors, seconds):
+        turns = [Turn(0.0, s, label) for label, s in zip(labels, seconds)]
+        return {"labels": labels, "centroids": np.array(vectors, dtype=float), "turns": turns}
+
+    a, b, c = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.7, 0.7, 0.1]
+    parts = [part(["S0", "S1"], [a, b], [10, 10]), part(["S0", "S1"], [b, a], [10, 10])]
+    assert link_speakers(parts, 0.6) == [{"S0": "SPEAKER_00", "S1": "SPEAKER_01"},
+                                         {"S0": "SPEAKER_01", "S1": "SPEAKER_00"}]
+    # two speakers of one part are never merged, however alike
+    assert len(set(link_speakers([part(["S0", "S1"], [a, a], [10, 10])], 0.6)[0].values())) == 2
+    # below the threshold they stay apart, unless there are more clusters than max_speakers
+    parts = [part(["S0"], [a], [10]), part(["S0"], [c], [10])]
+    assert link_speakers(parts, 0.9) == [{"S0": "SPEAKER_00"}, {"S0": "SPEAKER_01"}]
+    assert link_speakers(parts, 0.9, max_speakers=1) == [{"S0": "SPEAKER_00"}, {"S0": "SPEAKER_00"}]
+    # a speaker heard 0.9 s with no centroid (pyannote gives zeros) joins the only speaker it can be
+    parts = [part(["S0", "S1"], [a, [0, 0, 0]], [6, 0.9]), part(["S0", "S1"], [b, a], [6, 6])]
+    assert link_speakers(parts, 0.6) == [{"S0": "SPEAKER_00", "S1": "SPEAKER_01"},
+                                         {"S0": "SPEAKER_01", "S1": "SPEAKER_00"}]
