@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from conftest import DATA
+from deepfilternet import si_sdr
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +32,6 @@ def demucs_repo(tmp_path_factory) -> Path:
     torch.save(package, folder / "0a1b2c3d.th")  # what demucs.states.serialize_model writes
     (folder / "tiny_htdemucs.yaml").write_text("models: ['0a1b2c3d']\n")
     return folder
-
-
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    reference, estimate = reference - reference.mean(), estimate - estimate.mean()
-    target = (estimate @ reference) / (reference @ reference) * reference
-    return float(10 * np.log10((target @ target) / ((estimate - target) @ (estimate - target))))
 
 
 @pytest.mark.parametrize("source", [DATA / "jfk" / "jfk.flac", DATA / "pyannote_sample" / "sample.flac"],
