@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="target part length in seconds (default: 300)")
     stages.add_argument("--denoiser", choices=("demucs", "deepfilternet"), default=defaults.denoiser,
                         help="denoise method; demucs falls back to deepfilternet when it cannot load")
+    stages.add_argument("--demucs_segment", type=positive(float), default=None,
+                        help="seconds of audio per Demucs pass (default: the model's own, 7.8 for htdemucs)")
+    stages.add_argument("--batch_size", type=positive(int), default=defaults.batch_size,
+                        help="one-minute denoise blocks sent to the model together (default: 2)")
     stages.add_argument("--vad_threshold", type=fraction, default=defaults.vad_threshold,
                         help="Silero speech probability threshold (default: 0.5)")
     stages.add_argument("--min_silence_ms", type=positive(int), default=defaults.min_silence_ms,
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     tuning = parser.add_argument_group("diarization tuning")
     tuning.add_argument("--clustering_threshold", type=positive(float), default=defaults.clustering_threshold,
                         help="offline pipeline: speaker clustering threshold (default: %(default)s)")
+    tuning.add_argument("--min_cluster_size", type=positive(int), default=defaults.min_cluster_size,
+                        help="offline pipeline: smaller speaker clusters (in embeddings) join a larger one")
     tuning.add_argument("--segmentation_step", type=fraction, default=defaults.segmentation_step,
                         help="offline pipeline: segmentation window step, as a fraction of the window")
     tuning.add_argument("--embedding_batch_size", type=positive(int), default=defaults.embedding_batch_size,
@@ -114,11 +120,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         input=args.input, output=args.output, steps=tuple(s for s in STEPS if s in args.steps),
         split_method=args.split_method, chunk_duration=args.chunk_duration, asr_backend=args.asr_backend,
         whisper_model=args.whisper_model, language=args.language, denoiser=args.denoiser,
-        demucs_model=args.demucs_model, vad_threshold=args.vad_threshold, min_silence_ms=args.min_silence_ms,
+        demucs_model=args.demucs_model, demucs_segment=args.demucs_segment, batch_size=args.batch_size,
+        vad_threshold=args.vad_threshold, min_silence_ms=args.min_silence_ms,
         speech_pad_ms=args.speech_pad_ms, diarization_model=args.diarization_model,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN"), num_speakers=args.num_speakers,
         min_speakers=args.min_speakers, max_speakers=args.max_speakers,
-        clustering_threshold=args.clustering_threshold, segmentation_step=args.segmentation_step,
+        clustering_threshold=args.clustering_threshold, min_cluster_size=args.min_cluster_size,
+        segmentation_step=args.segmentation_step,
         embedding_batch_size=args.embedding_batch_size, models_dir=args.models_dir, use_gpu=args.use_gpu,
         gpu_memory_limit=args.gpu_memory_limit, workers=args.workers, timeout=args.timeout)
 

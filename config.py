@@ -23,6 +23,7 @@ class RunConfig:
     denoiser: str = "demucs"
     demucs_model: str = "htdemucs"
     demucs_segment: float | None = None  # seconds per Demucs forward pass; None = the model's own
+    batch_size: int = 2  # one-minute denoise blocks per model call (the seed guide's BATCH_SIZE)
     # vad
     vad_threshold: float = 0.5
     min_speech_ms: int = 250
@@ -35,6 +36,7 @@ class RunConfig:
     min_speakers: int | None = None
     max_speakers: int | None = None
     clustering_threshold: float = 0.8
+    min_cluster_size: int = 4
     segmentation_step: float = 0.2
     embedding_batch_size: int = 32
     # models and resources

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from audio_io import write_json, write_text
 
-MANIFEST_FIELDS = ("text", "speech_duration", "speakers", "denoiser")
+MANIFEST_FIELDS = ("text", "speech_duration", "speakers", "denoiser", "denoiser_fallback")
 
 
 def manifest_record(job, part, ctx) -> dict:

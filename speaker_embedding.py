@@ -244,7 +244,7 @@ def _no_plda():
 
 
 def build_offline_pipeline(segmentation: Path, embedding: Path, *, segmentation_step: float = 0.2,
-                           threshold: float = 0.8, min_cluster_size: int = 12, embedding_batch_size: int = 32,
+                           threshold: float = 0.8, min_cluster_size: int = 4, embedding_batch_size: int = 32,
                            segmentation_batch_size: int = 32, device: str = "cpu"):
     """pyannote SpeakerDiarization on local weights only, instantiated and ready to call."""
     from pyannote.audio import Model

@@ -25,6 +25,28 @@ DIAR_CLIPS = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.
               *(DATA / "conv3" / f"{name}.flac" for name in ("conv3", "conv3_pink5dB", "conv3_music0dB"))]
 
 
+def joined_recording(folder: Path) -> Path:
+    """sample + falcon + sample (78.6 s, 5 speakers, the first two coming back at the end), with its RTTM."""
+    import numpy as np
+    import soundfile as sf
+
+    pieces = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac",
+              DATA / "pyannote_sample" / "sample.flac"]
+    audio, lines, offset = [], [], 0.0
+    for piece in pieces:
+        samples, rate = sf.read(piece, dtype="int16")
+        audio.append(samples)
+        for line in piece.with_suffix(".rttm").read_text().splitlines():
+            fields = line.split()
+            lines.append(f"SPEAKER joined 1 {float(fields[3]) + offset:.3f} {fields[4]} <NA> <NA> "
+                         f"{piece.stem}_{fields[7]} <NA> <NA>")
+        offset += len(samples) / rate
+    path = folder / "joined.wav"
+    sf.write(path, np.concatenate(audio), rate, subtype="PCM_16")
+    path.with_suffix(".rttm").write_text("\n".join(lines) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
@@ -68,12 +90,13 @@ def main() -> None:
     if args.skip_diar:
         return
     print("DER (%) offline pipeline: collar 0 / collar 0.25 s each side, speakers found/reference, seconds")
-    for clip in DIAR_CLIPS:
+    for clip in DIAR_CLIPS + [joined_recording(work)]:
         reference = clip.with_suffix(".rttm")
         ref_speakers = len({line.split()[7] for line in reference.read_text().splitlines() if line.strip()})
         duration = sf.info(clip).duration
         for label, options in (("unsplit", dict(steps=("diar",))),
-                               ("split", dict(steps=("split", "diar"), chunk_duration=round(duration / 2 + 1)))):
+                               ("split", dict(steps=("split", "diar"),
+                                              chunk_duration=20 if duration > 60 else round(duration / 2 + 1)))):
             started = time.perf_counter()
             report, _, output = run(clip, f"diar-{label}-{clip.stem}", diarization_model="offline", **options)
             seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ BLOCK_SECONDS = 60
 CONTEXT_SECONDS = 2.0
 METHODS = ("demucs", "deepfilternet")
 
-Enhancer = Callable[[torch.Tensor, str], torch.Tensor]  # (channels, samples) at the model's rate, device
+Enhancer = Callable[[torch.Tensor, str], torch.Tensor]  # (batch, channels, samples) at the model's rate, device
 
 
 class Denoise(Stage):
@@ -33,7 +33,8 @@ class Denoise(Stage):
             return
         path = ctx.output_path("denoised", part, ".wav")
         with AudioWriter(path, part.sample_rate, part.channels, part.audio.write_subtype) as writer:
-            for block in enhance_in_blocks(part, rate, channels, enhancer, self.models.gpu, ctx):
+            for block in enhance_in_blocks(part, rate, channels, enhancer, self.models.gpu, ctx,
+                                           self.config.batch_size):
                 writer.write(block)
         part.set_audio(open_audio(path, ctx.scratch_dir))
         part.outputs["denoise"] = ctx.relative(path)
@@ -51,6 +52,7 @@ class Denoise(Stage):
                 problems.append(str(error))
                 continue
             if problems:
+                part.fields["denoiser_fallback"] = "; ".join(problems)  # why, in the manifest too
                 ctx.note(f"denoise: used {method} instead of {wanted}: {'; '.join(problems)}")
             ctx.stage_info[self.name] = {"method": method}
             return method, enhancer, rate, channels
@@ -71,9 +73,9 @@ class Denoise(Stage):
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
             net = self.models.get_demucs_model(name, device=device)
             with torch.inference_mode():
-                sources = apply_model(net, ((audio - mean) / std)[None], shifts=0, split=True, overlap=0.25,
+                sources = apply_model(net, (audio - mean) / std, shifts=0, split=True, overlap=0.25,
                                       segment=self.config.demucs_segment, device=device, progress=False)
-            return sources[0, vocals].cpu() * std + mean
+            return sources[:, vocals].cpu() * std + mean
 
         return enhance, model.samplerate, model.audio_channels
 
@@ -81,7 +83,7 @@ class Denoise(Stage):
         model = self.models.get_deepfilternet()
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
-            return torch.from_numpy(model.process(audio.numpy().astype(np.float32)))
+            return torch.stack([torch.from_numpy(model.process(block.numpy())) for block in audio])
 
         return enhance, model.sample_rate, 1
 
@@ -104,21 +106,25 @@ def adapt_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
     return mono.expand(channels, -1).contiguous()
 
 
-def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance: Enhancer, gpu,
-                      ctx: FileContext) -> Iterator[np.ndarray]:
-    """Yields the enhanced part as float32 (frames, channels) blocks."""
+def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance: Enhancer, gpu, ctx: FileContext,
+                      batch_size: int = 1) -> Iterator[np.ndarray]:
+    """Yields the enhanced part as float32 (frames, channels) blocks; batch_size blocks go to the model at once."""
     block = BLOCK_SECONDS * part.sample_rate
     context = round(CONTEXT_SECONDS * part.sample_rate)
-    for core_start in range(0, part.frames, block):
-        core_end = min(core_start + block, part.frames)
-        first, last = max(0, core_start - context), min(part.frames, core_end + context)
-        samples = as_float(read_frames(part.audio, part.audio_start + first, last - first))
-        audio = adapt_channels(torch.from_numpy(samples.T.copy()), model_channels)
-        audio = resample(audio, part.sample_rate, model_rate)
-        out = gpu.run_with_fallback(lambda device: enhance(audio, device), "denoise", on_fallback=ctx.note)
-        out = resample(out, model_rate, part.sample_rate)
-        out = adapt_channels(out, part.channels)
-        core = out[:, core_start - first: core_start - first + (core_end - core_start)]
-        if core.shape[1] < core_end - core_start:  # resampling can round one frame short
-            core = torch.nn.functional.pad(core, (0, core_end - core_start - core.shape[1]))
-        yield core.T.numpy().astype(np.float32)
+    cores = [(start, min(start + block, part.frames)) for start in range(0, part.frames, block)]
+    for group in (cores[i: i + batch_size] for i in range(0, len(cores), batch_size)):
+        spans = [(max(0, start - context), min(part.frames, end + context)) for start, end in group]
+        inputs = []
+        for first, last in spans:
+            samples = as_float(read_frames(part.audio, part.audio_start + first, last - first))
+            inputs.append(resample(adapt_channels(torch.from_numpy(samples.T.copy()), model_channels),
+                                   part.sample_rate, model_rate))
+        longest = max(audio.shape[1] for audio in inputs)  # only the last block of a part is shorter
+        batch = torch.stack([torch.nn.functional.pad(audio, (0, longest - audio.shape[1])) for audio in inputs])
+        outputs = gpu.run_with_fallback(lambda device: enhance(batch, device), "denoise", on_fallback=ctx.note)
+        for (start, end), (first, _last), audio, out in zip(group, spans, inputs, outputs):
+            out = adapt_channels(resample(out[:, : audio.shape[1]], model_rate, part.sample_rate), part.channels)
+            core = out[:, start - first: end - first]
+            if core.shape[1] < end - start:  # resampling can round one frame short
+                core = torch.nn.functional.pad(core, (0, end - start - core.shape[1]))
+            yield core.T.numpy().astype(np.float32)

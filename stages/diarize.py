@@ -94,6 +94,7 @@ class Diarize(Stage):
         if name != OFFLINE_DIARIZATION:
             return {}  # hub and folder pipelines come with their own tuned parameters
         return {"segmentation_step": self.config.segmentation_step, "threshold": self.config.clustering_threshold,
+                "min_cluster_size": self.config.min_cluster_size,
                 "embedding_batch_size": self.config.embedding_batch_size}
 
     def _speaker_counts(self, ctx: FileContext) -> dict:

@@ -91,7 +91,7 @@ def test_demucs_unavailable_falls_back_to_deepfilternet(process, tmp_path):
     assert report["status"] == "done"
     assert report["stages"]["denoise"]["method"] == "deepfilternet"
     assert [note for note in report["notes"] if "used deepfilternet instead of demucs" in note and "htdemucs" in note]
-    assert records[0]["denoiser"] == "deepfilternet"
+    assert records[0]["denoiser"] == "deepfilternet" and "htdemucs" in records[0]["denoiser_fallback"]
     denoised, _ = sf.read(output / records[0]["outputs"]["denoise"], dtype="float64")
     assert len(denoised) == len(clean)
     before, after = si_sdr(clean, clean + noise), si_sdr(clean, denoised)
