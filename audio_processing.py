@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="denoise method; demucs falls back to deepfilternet when it cannot load")
     stages.add_argument("--demucs_segment", type=positive(float), default=None,
                         help="seconds of audio per Demucs pass (default: the model's own, 7.8 for htdemucs)")
-    stages.add_argument("--batch_size", type=positive(int), default=defaults.batch_size,
+    stages.add_argument("--batch_size", type=positive(int), default=None,
                         help="one-minute denoise blocks sent to the model together (default: 2)")
     stages.add_argument("--vad_threshold", type=fraction, default=defaults.vad_threshold,
                         help="Silero speech probability threshold (default: 0.5)")
@@ -101,10 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="offline pipeline: speaker embeddings per batch")
 
     performance = parser.add_argument_group("performance and GPU")
+    performance.add_argument("--profile", choices=("auto", "high", "mid", "low", "cpu"), default=None,
+                             help="preset memory limit, batch size and workers (the seed guide's table); "
+                                  "auto picks one from the hardware; explicit flags override it")
     performance.add_argument("--workers", type=positive(int), default=None,
                              help="worker processes (default: half the cores, capped by RAM)")
     performance.add_argument("--use_gpu", action="store_true", help="use a CUDA GPU when one is available")
-    performance.add_argument("--gpu_memory_limit", type=fraction, default=defaults.gpu_memory_limit,
+    performance.add_argument("--gpu_memory_limit", type=fraction, default=None,
                              help="share of the card's memory the run may use (default: 0.75)")
     performance.add_argument("--timeout", type=positive(float), default=defaults.timeout,
                              help="seconds one file may take before it is stopped (default: 7200)")
@@ -116,11 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    defaults = RunConfig(input=Path("."), output=Path("."))
+    preset = {}
+    if args.profile:
+        from profiles import profile_settings
+
+        preset = profile_settings(args.profile)
+
+    def pick(name: str):  # an explicit flag, else the profile's value, else the default
+        value = getattr(args, name)
+        return value if value is not None else preset.get(name, getattr(defaults, name))
+
     return RunConfig(
         input=args.input, output=args.output, steps=tuple(s for s in STEPS if s in args.steps),
         split_method=args.split_method, chunk_duration=args.chunk_duration, asr_backend=args.asr_backend,
         whisper_model=args.whisper_model, language=args.language, denoiser=args.denoiser,
-        demucs_model=args.demucs_model, demucs_segment=args.demucs_segment, batch_size=args.batch_size,
+        demucs_model=args.demucs_model, demucs_segment=args.demucs_segment, batch_size=pick("batch_size"),
         vad_threshold=args.vad_threshold, min_silence_ms=args.min_silence_ms,
         speech_pad_ms=args.speech_pad_ms, diarization_model=args.diarization_model,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN"), num_speakers=args.num_speakers,
@@ -128,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         clustering_threshold=args.clustering_threshold, min_cluster_size=args.min_cluster_size,
         segmentation_step=args.segmentation_step,
         embedding_batch_size=args.embedding_batch_size, models_dir=args.models_dir, use_gpu=args.use_gpu,
-        gpu_memory_limit=args.gpu_memory_limit, workers=args.workers, timeout=args.timeout)
+        gpu_memory_limit=pick("gpu_memory_limit"), workers=pick("workers"), timeout=args.timeout)
 
 
 def check_output_writable(output: Path) -> str | None:

@@ -44,6 +44,15 @@ class GPUMemoryManager:
 
     @property
     def device(self) -> str:
+        """Where models and tensors go. A test's fake CUDA layer may name another device to place them on
+        (`tensor_device`), so that everything else runs exactly as it does with a card."""
+        if not self.enabled:
+            return "cpu"
+        return getattr(self.cuda, "tensor_device", None) or f"cuda:{self.device_index}"
+
+    @property
+    def device_label(self) -> str:
+        """The device as reports name it."""
         return f"cuda:{self.device_index}" if self.enabled else "cpu"
 
     def memory_info(self) -> tuple[float, float]:
@@ -74,10 +83,15 @@ class GPUMemoryManager:
         return self.enabled and self.free_gb() >= required_gb
 
     def choose_device(self, required_gb: float = 2.0) -> str:
-        """The GPU when enabled and enough memory is free, else the CPU."""
-        if self.enabled and not self.check_memory(required_gb):
+        """The GPU when enabled and enough memory is free (after a cleanup if needed), else the CPU."""
+        return self.device if self._gpu_has_room(required_gb) else "cpu"
+
+    def _gpu_has_room(self, required_gb: float) -> bool:
+        if not self.enabled:
+            return False
+        if not self.check_memory(required_gb):
             self.cleanup()
-        return self.device if self.check_memory(required_gb) else "cpu"
+        return self.check_memory(required_gb)
 
     def cleanup(self, force: bool = False) -> None:
         gc.collect()
@@ -91,21 +105,22 @@ class GPUMemoryManager:
 
     is_out_of_memory = staticmethod(is_out_of_memory)
 
-    def run_with_fallback(self, work: Callable[[str], T], what: str, required_gb: float = 2.0,
+    def run_with_fallback(self, work: Callable[[str, bool], T], what: str, required_gb: float = 2.0,
                           on_fallback: Callable[[str], None] | None = None) -> T:
-        """work(device) on the GPU when possible; on out-of-memory, clean up and run it again on the CPU."""
-        device = self.choose_device(required_gb)
-        if device == "cpu":
-            return work("cpu")
-        try:
-            with self.lock:
-                return work(device)
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not is_out_of_memory(error):
-                raise
-        self.cleanup(force=True)
-        message = f"{what}: GPU out of memory, ran on the CPU instead"
+        """work(device, reduced) on the GPU when there is room; on out-of-memory, clean up and try once more on
+        the GPU with reduced=True (smaller batches), then on the CPU. Other errors are raised as they are."""
+        if not self._gpu_has_room(required_gb):
+            return work("cpu", False)
+        for reduced in (False, True):
+            try:
+                with self.lock:
+                    return work(self.device, reduced)
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(error):
+                    raise
+            self.cleanup(force=True)
+        message = f"{what}: GPU out of memory (also with smaller batches), ran on the CPU instead"
         log.warning(message)
         if on_fallback:
             on_fallback(message)
-        return work("cpu")
+        return work("cpu", False)

@@ -34,6 +34,19 @@ class ModelUnavailable(RuntimeError):
     """A model that cannot be loaded here; the message names it, where we looked, and what to do."""
 
 
+def _return_freed_memory() -> None:
+    """glibc keeps freed heap pages for reuse; give them back so a released model shows in the process size."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
 def looks_like_path(name: str) -> bool:
     """Hub names have one slash (org/model); paths start with /, ./, ../ or ~."""
     return name.startswith(("/", "./", "../", "~"))
@@ -79,6 +92,7 @@ class ModelManager:
         for key in [key for key in self._models if kind is None or key[0] == kind]:
             del self._models[key]
         self.cleanup()
+        _return_freed_memory()
 
     def cleanup(self) -> None:
         self.gpu.cleanup(force=True)

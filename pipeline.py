@@ -74,7 +74,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
     if error:
         log.error("%s: %s", job.source, error)
     report = write_file_report(ctx, job, status, error, dict(timings), time.perf_counter() - started,
-                               device=models.gpu.device, worker=os.getpid(), started_at=started_at)
+                               device=models.gpu.device_label, worker=os.getpid(), started_at=started_at)
     models.gpu.cleanup()
     return report
 

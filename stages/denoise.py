@@ -121,7 +121,12 @@ def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance:
                                    part.sample_rate, model_rate))
         longest = max(audio.shape[1] for audio in inputs)  # only the last block of a part is shorter
         batch = torch.stack([torch.nn.functional.pad(audio, (0, longest - audio.shape[1])) for audio in inputs])
-        outputs = gpu.run_with_fallback(lambda device: enhance(batch, device), "denoise", on_fallback=ctx.note)
+        def run(device: str, reduced: bool) -> torch.Tensor:
+            if reduced:  # after an out-of-memory error: one block at a time
+                return torch.cat([enhance(one[None], device) for one in batch])
+            return enhance(batch, device)
+
+        outputs = gpu.run_with_fallback(run, "denoise", on_fallback=ctx.note)
         for (start, end), (first, _last), audio, out in zip(group, spans, inputs, outputs):
             out = adapt_channels(resample(out[:, : audio.shape[1]], model_rate, part.sample_rate), part.channels)
             core = out[:, start - first: end - first]

@@ -8,6 +8,7 @@ Diarization reads the part's audio before silence removal: the pauses between tu
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -39,9 +40,10 @@ class Diarize(Stage):
         waveform = part.mono_16k()
         speakers = self._speaker_counts(ctx)
 
-        def diarize(device: str):
+        def diarize(device: str, reduced: bool):
             pipeline = self.models.get_diarization_pipeline(name, device=device, **self._params(name))
-            output = pipeline({"waveform": waveform[None], "sample_rate": MODEL_SAMPLE_RATE}, **speakers)
+            with smaller_batches(pipeline, reduced):
+                output = pipeline({"waveform": waveform[None], "sample_rate": MODEL_SAMPLE_RATE}, **speakers)
             return getattr(output, "speaker_diarization", output), getattr(output, "speaker_embeddings", None)
 
         annotation, centroids = self.models.gpu.run_with_fallback(diarize, "diarization", on_fallback=ctx.note)
@@ -105,6 +107,24 @@ class Diarize(Stage):
                   # a part may hold fewer speakers than the file, never more
                   "max_speakers": config.max_speakers or (None if whole_file else config.num_speakers)}
         return {key: value for key, value in counts.items() if value}
+
+
+@contextmanager
+def smaller_batches(pipeline, reduced: bool):
+    """After an out-of-memory error: segmentation and embeddings one chunk at a time, then as before."""
+    segmentation = getattr(pipeline, "_segmentation", None)
+    saved = (getattr(pipeline, "embedding_batch_size", None), getattr(segmentation, "batch_size", None))
+    if reduced and saved[0] is not None:
+        pipeline.embedding_batch_size = 1
+        if segmentation is not None:
+            segmentation.batch_size = 1
+    try:
+        yield
+    finally:
+        if reduced and saved[0] is not None:
+            pipeline.embedding_batch_size = saved[0]
+            if segmentation is not None:
+                segmentation.batch_size = saved[1]
 
 
 def rttm(file_id: str, turns: list[Turn]) -> str:

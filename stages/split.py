@@ -53,10 +53,8 @@ class Split(Stage):
             cut = None
             if transcriber is not None:
                 try:
-                    cut = self._word_cut(whole, start, chunk, transcriber)
+                    cut = self._word_cut(whole, start, chunk, ctx)
                 except Exception as error:  # noqa: BLE001 - a failing ASR must not lose the file
-                    if self.models.gpu.is_out_of_memory(error):
-                        raise
                     ctx.note(f"speech recognition failed at {start / whole.sample_rate:.1f} s ({error}); "
                              "the rest of the file was split by time")
                     transcriber = None
@@ -87,14 +85,18 @@ class Split(Stage):
         part.outputs["transcript"] = ctx.relative(path)
         part.fields["text"] = text
 
-    def _word_cut(self, whole: Part, start: int, chunk: int, transcriber) -> Cut:
+    def _word_cut(self, whole: Part, start: int, chunk: int, ctx: FileContext) -> Cut:
         rate = whole.sample_rate
         remaining = whole.frames - start
         last = remaining <= round(chunk * (1 + TOLERANCE))
         window = remaining if last else min(remaining, round(chunk * (1 + TOLERANCE) + WINDOW_MARGIN * rate))
         audio = as_float(read_frames(whole.audio, whole.audio_start + start, window)).mean(axis=1)
         audio16k = resample_np(audio, rate)
-        words, _language = transcriber.transcribe(audio16k)
+        def transcribe(device: str, reduced: bool):
+            model = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend, device)
+            return model.transcribe(audio16k)
+
+        words, _language = self.models.gpu.run_with_fallback(transcribe, "speech recognition", on_fallback=ctx.note)
         offset = start / rate
         if last:
             return Cut(whole.frames, [w.shifted(offset) for w in words])

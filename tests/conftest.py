@@ -105,3 +105,20 @@ def process(tmp_path, model_manager):
         return report, records, output
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demucs_repo(tmp_path_factory) -> Path:
+    """A local Demucs repo folder: <signature>.th holding a small HTDemucs, and <name>.yaml naming it."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=4, t_layers=1, segment=4,
+                     samplerate=44100)  # depth 4: shallower leaves the transformer very long sequences (slow)
+    args, kwargs = model._init_args_kwargs
+    package = {"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict(), "training_args": {}}
+    folder = tmp_path_factory.mktemp("demucs_repo")
+    torch.save(package, folder / "0a1b2c3d.th")  # what demucs.states.serialize_model writes
+    (folder / "tiny_htdemucs.yaml").write_text("models: ['0a1b2c3d']\n")
+    return folder

@@ -12,7 +12,10 @@ GB = 1024 ** 3
 
 
 class FakeCuda:
-    def __init__(self, total_gb: float = 8.0, used_gb: float = 0.0, devices: int = 1):
+    def __init__(self, total_gb: float = 8.0, used_gb: float = 0.0, devices: int = 1,
+                 tensor_device: str | None = None):
+        # tensor_device="cpu": models and tensors stay on the CPU while the manager runs its GPU code paths
+        self.tensor_device = tensor_device
         self.total = int(total_gb * GB)
         self.used = int(used_gb * GB)
         self.devices = devices
@@ -48,6 +51,20 @@ class FakeCuda:
 
     def ipc_collect(self) -> None:
         self.calls.append("ipc_collect")
+
+
+def fail_first(count: int, function, kind: str = "torch"):
+    """function, except that its first `count` calls raise the out-of-memory error of a full card."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= count:
+            raise out_of_memory(kind)
+        return function(*args, **kwargs)
+
+    wrapper.calls = calls
+    return wrapper
 
 
 def out_of_memory(kind: str = "torch") -> Exception:

@@ -37,23 +37,63 @@ def test_out_of_memory_cleans_up_and_reruns_on_the_cpu(kind):
     gpu = GPUMemoryManager(cuda=cuda)
     devices, notes = [], []
 
-    def work(device):
-        devices.append(device)
+    def work(device, reduced):
+        devices.append((device, reduced))
         if device != "cpu":
             raise out_of_memory(kind)
         return "result"
 
     assert gpu.run_with_fallback(work, "diarization", on_fallback=notes.append) == "result"
-    assert devices == ["cuda:0", "cpu"]
-    assert {"synchronize", "ipc_collect", "empty_cache"} <= set(cuda.calls)
-    assert notes == ["diarization: GPU out of memory, ran on the CPU instead"]
+    assert devices == [("cuda:0", False), ("cuda:0", True), ("cpu", False)]
+    assert cuda.calls.count("synchronize") == 2 and cuda.calls.count("ipc_collect") == 2
+    assert notes == ["diarization: GPU out of memory (also with smaller batches), ran on the CPU instead"]
+
+
+def test_a_smaller_batch_can_save_the_gpu_run():
+    gpu = GPUMemoryManager(cuda=FakeCuda())
+    calls = []
+
+    def work(device, reduced):
+        calls.append((device, reduced))
+        if not reduced:
+            raise out_of_memory()
+        return device
+
+    assert gpu.run_with_fallback(work, "denoise") == "cuda:0"
+    assert calls == [("cuda:0", False), ("cuda:0", True)]
 
 
 def test_other_errors_are_not_swallowed():
     gpu = GPUMemoryManager(cuda=FakeCuda())
 
-    def work(device):
+    def work(device, reduced):
         raise ValueError("bad input")
 
     with pytest.raises(ValueError):
         gpu.run_with_fallback(work, "vad")
+
+
+class NoCuda:
+    def is_available(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("cuda, memory_gb, expected", [
+    (FakeCuda(total_gb=16), 32, "high"), (FakeCuda(total_gb=12), 16, "mid"), (FakeCuda(total_gb=8), 64, "mid"),
+    (NoCuda(), 8, "low"), (NoCuda(), 24, "cpu")])
+def test_auto_profile_follows_the_hardware(cuda, memory_gb, expected):
+    from profiles import detect_profile
+
+    assert detect_profile(cuda, memory_gb) == expected
+
+
+def test_explicit_flags_override_the_profile(tmp_path):
+    import os
+
+    from audio_processing import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--input", str(tmp_path), "--profile", "high", "--batch_size", "1"])
+    config = config_from_args(args)
+    assert (config.gpu_memory_limit, config.batch_size, config.workers) == (0.8, 1, min(8, os.cpu_count()))
+    plain = config_from_args(build_parser().parse_args(["--input", str(tmp_path)]))
+    assert (plain.gpu_memory_limit, plain.batch_size, plain.workers) == (0.75, 2, None)
