@@ -29,16 +29,20 @@ from pathlib import Path
 MODELS_DIR_ENV = "AUDIO_PROCESSING_MODELS"
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers at all; without it downloads are not even tried (they retry for
-    half a minute per model before failing on an air-gapped machine)."""
+def reachable(host: str, timeout: float = 3.0) -> bool:
     import socket
 
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((host, 443), timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all; without it downloads are not even tried (they retry for
+    half a minute per model before failing on an air-gapped machine)."""
+    return reachable("huggingface.co", timeout)
 
 
 def disable_downloads_when_offline(log=None) -> bool:
@@ -96,6 +100,10 @@ WHEEL_FILES = [
 ]
 
 WHISPER_CT2_MODELS = ("tiny.en", "base")
+
+# Demucs' default model, from its own download server (not on PyPI): fetched into the store when reachable.
+DEMUCS_HOST = "dl.fbaipublicfiles.com"
+DEMUCS_MODELS = {"htdemucs": f"https://{DEMUCS_HOST}/demucs/hybrid_transformer/955717e8-8726e21a.th"}
 
 
 class StoreError(RuntimeError):
@@ -174,7 +182,35 @@ def prepare_store(models_dir: Path | None = None, log=print) -> Path:
             log(f"model store: converting whisper {name} to an openai-whisper checkpoint")
             convert_ct2_to_openai(models_dir / "whisper" / f"{name}-ct2", checkpoint, name)
     shutil.rmtree(wheel_dir, ignore_errors=True)
+    _fetch_demucs(models_dir / "demucs", log)
     return models_dir
+
+
+def _fetch_demucs(folder: Path, log) -> None:
+    """<folder>/<signature>-<checksum>.th and <name>.yaml: the layout demucs.pretrained.get_model(repo=) reads."""
+    for name, url in DEMUCS_MODELS.items():
+        checkpoint = folder / url.rsplit("/", 1)[1]
+        if checkpoint.exists():
+            continue
+        if not reachable(DEMUCS_HOST):
+            log(f"model store: Demucs {name} skipped: {DEMUCS_HOST} cannot be reached from here (the denoise "
+                "stage uses DeepFilterNet3 without it)")
+            continue
+        import torch.hub
+
+        log(f"model store: downloading Demucs {name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{checkpoint.name}.")
+        os.close(handle)
+        try:
+            torch.hub.download_url_to_file(url, tmp, progress=False)
+            os.replace(tmp, checkpoint)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        from audio_io import write_text
+
+        write_text(folder / f"{name}.yaml", f"models: ['{checkpoint.stem.split('-')[0]}']\n")
 
 
 def main(argv: list[str] | None = None) -> int:
