@@ -40,10 +40,20 @@ def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
             for i, (file, rel, stem) in enumerate(zip(files, relative, stems))]
 
 
+def remove_leftovers(output: Path, job: FileJob) -> None:
+    """What a killed worker leaves of a file: its scratch folder and half-written temporary files."""
+    for scratch in output.glob(f".scratch-{job.index}-*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+    folder = output / job.key
+    if folder.is_dir():
+        for leftover in folder.rglob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
 def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
     """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
     config.output.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=config.output))
+    scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{job.index}-", dir=config.output))
     ctx = FileContext(source=job.source, file_id=job.source.stem, out_dir=config.output / job.key,
                       output_root=config.output, scratch_dir=scratch, log=log)
     timings: dict[str, float] = defaultdict(float)

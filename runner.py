@@ -13,7 +13,7 @@ import os
 import queue
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from logging.handlers import QueueHandler
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import psutil
 from tqdm import tqdm
 
 from config import RunConfig
-from pipeline import FileJob, process_file
+from pipeline import FileJob, process_file, remove_leftovers
 from audio_io import write_json
 from model_store import disable_downloads_when_offline
 from reports import append_manifest, statistics_block, summarize
@@ -220,8 +220,10 @@ class BatchRun:
             else:
                 continue
             log.error("%s: %s", worker.job.source, error)
-            self.finish(worker, _failed_report(worker.job, error, now - (worker.started or now)))
+            job = worker.job
+            self.finish(worker, _failed_report(job, error, now - (worker.started or now)))
             pool.replace(worker)
+            remove_leftovers(self.config.output, job)
 
     def drain(self, pool: WorkerPool) -> None:
         while True:

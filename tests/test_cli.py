@@ -157,3 +157,5 @@ def test_a_file_past_the_timeout_is_stopped_and_the_batch_goes_on(tmp_path, mode
     summary = json.loads((output / "summary.json").read_text())
     assert summary["failures"] == [{"source": str(folder / "a_long.wav"), "error": "timed out after 3 s"}]
     assert [r["output"] for r in manifest(output)] == ["b_short"]
+    # the killed worker's half-written speech file and scratch folder are gone
+    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))

@@ -7,7 +7,6 @@ processing, not separation quality. DeepFilterNet3 has real weights here: its qu
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
