@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="seconds one file may take before it is stopped (default: 7200)")
 
     control = parser.add_argument_group("run control")
+    control.add_argument("--overwrite", action="store_true",
+                         help="redo every file; by default a rerun skips files already done with the same settings")
     control.add_argument("--quiet", action="store_true", help="only errors and the final statistics")
     control.add_argument("--verbose", action="store_true", help="log every step to the console too")
     return parser
@@ -156,19 +158,21 @@ def check_output_writable(output: Path) -> str | None:
     return None
 
 
-def run(config: RunConfig, quiet: bool = False, verbose: bool = False) -> int:
+def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite: bool = False) -> int:
     """Process everything under config.input; 0 when every file succeeded, 1 otherwise."""
     from audio_io import find_audio_files
     from pipeline import plan_jobs
     from runner import get_optimal_workers, run_batch, setup_logging
 
     setup_logging(config.output, verbose=verbose, quiet=quiet)
-    files = find_audio_files(config.input)
+    output = config.output.resolve()
+    # results written inside the input folder are not inputs of the next run
+    files = [file for file in find_audio_files(config.input) if not file.resolve().is_relative_to(output)]
     if not files:
         print(f"error: no audio files found in {config.input}", file=sys.stderr)
         return 1
     jobs = plan_jobs(files, config.input)
-    summary = run_batch(config, jobs, config.workers or get_optimal_workers(), quiet=quiet)
+    summary = run_batch(config, jobs, config.workers or get_optimal_workers(), quiet=quiet, overwrite=overwrite)
     return 0 if summary["files_failed"] == 0 and not summary.get("interrupted") else 1
 
 
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_output_writable(config.output)
     if problem:
         parser.error(problem)
-    return run(config, quiet=args.quiet, verbose=args.verbose)
+    return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from audio_io import AudioError, open_audio
 from config import RunConfig
 from model_manager import ModelManager
 from reports import manifest_record, write_file_report
+from resume import settings_fingerprint
 from stages import FileContext, Part, Stage, build_stages
 
 log = logging.getLogger("audio_processing")
@@ -84,7 +85,8 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
     if error:
         log.error("%s: %s", job.source, error)
     report = write_file_report(ctx, job, status, error, dict(timings), time.perf_counter() - started,
-                               device=models.gpu.device_label, worker=os.getpid(), started_at=started_at)
+                               device=models.gpu.device_label, worker=os.getpid(), started_at=started_at,
+                               settings=settings_fingerprint(config))
     models.gpu.cleanup()
     return report
 

@@ -28,7 +28,7 @@ def append_manifest(path: Path, record: dict) -> None:
 
 
 def write_file_report(ctx, job, status: str, error: str | None, timings: dict, seconds: float, device: str,
-                      worker: int, started_at: float) -> dict:
+                      worker: int, started_at: float, settings: str) -> dict:
     info = ctx.source_info
     duration = info.duration if info else 0.0
     stages = {name: dict(details) for name, details in ctx.stage_info.items()}
@@ -43,7 +43,7 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "speakers": stages.get("diar", {}).get("speakers"),
         "stages": stages, "notes": list(ctx.notes), "processing_seconds": round(seconds, 3),
         "real_time_factor": round(seconds / duration, 4) if duration else None, "device": device, "worker": worker,
-        "started_at": round(started_at, 3),
+        "started_at": round(started_at, 3), "settings": settings,
     }
     if ctx.out_dir.exists() or status == "done":
         write_json(ctx.out_dir / "report.json", report)
@@ -107,6 +107,8 @@ def statistics_block(summary: dict) -> str:
         "PERFORMANCE STATISTICS:",
         f"  - Files processed: {summary['files_processed']}",
         f"  - Files failed: {summary['files_failed']}",
+        *([f"  - Files skipped (done in an earlier run): {summary['files_skipped']}"]
+          if summary.get("files_skipped") else []),
         f"  - Time per file: {summary['time_per_file']:.1f} seconds",
         f"  - Speedup from parallelization: ~{summary['speedup_from_parallelization']:.1f}x "
         f"({summary['workers']} worker{'s' if summary['workers'] != 1 else ''})",

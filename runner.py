@@ -11,6 +11,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from config import RunConfig
 from pipeline import FileJob, process_file, remove_leftovers
 from audio_io import write_json
 from model_store import disable_downloads_when_offline
+from resume import clear_outputs, finished_reports, keep_manifest_lines
 from reports import append_manifest, statistics_block, summarize
 
 log = logging.getLogger("audio_processing")
@@ -233,14 +235,32 @@ class BatchRun:
                 return
 
 
-def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool = False) -> dict:
-    """Process every job; returns the run summary (also written to summary.json and printed)."""
+def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool = False,
+              overwrite: bool = False) -> dict:
+    """Process every job not finished in an earlier run; returns the run summary (also written to summary.json
+    and printed)."""
     started = time.monotonic()
-    disable_downloads_when_offline(log.info)
-    batch = BatchRun(config, jobs, workers, quiet)
-    interrupted = batch.run()
-    ordered = [batch.reports[job.index] for job in jobs if job.index in batch.reports]
-    summary = summarize(ordered, time.monotonic() - started, batch.workers, finished_at=time.time())
+    if overwrite:
+        clear_outputs(config.output, jobs)
+    finished = {} if overwrite else finished_reports(config, jobs)
+    keep_manifest_lines(config.output, {job.key for job in jobs if job.index in finished})
+    todo = [job for job in jobs if job.index not in finished]
+    for job in todo:  # a file is redone whole: nothing of an earlier, unfinished or different run stays
+        shutil.rmtree(config.output / job.key, ignore_errors=True)
+    for scratch in config.output.glob(".scratch-*"):  # left by a run that was killed
+        shutil.rmtree(scratch, ignore_errors=True)
+    if finished:
+        log.warning("resuming: %d of %d file(s) already done with the same settings are skipped "
+                    "(--overwrite redoes them)", len(finished), len(jobs))
+    reports, interrupted, used_workers = {}, False, 0
+    if todo:
+        disable_downloads_when_offline(log.info)
+        batch = BatchRun(config, todo, workers, quiet)
+        interrupted = batch.run()
+        reports, used_workers = batch.reports, batch.workers
+    ordered = [reports[job.index] for job in todo if job.index in reports]
+    summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
+    summary["files_skipped"] = len(finished)
     summary["interrupted"] = interrupted
     write_json(config.output / "summary.json", summary)
     block = statistics_block(summary)

@@ -1,0 +1,84 @@
+"""Rerunning into the same output folder: finished files are skipped, changed settings redo, kills lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import DATA, ROOT, run_cli
+
+CLIPS = sorted((DATA / "librivox").glob("*.flac"))
+
+
+def lines(output: Path) -> list[str]:
+    return (output / "manifest.jsonl").read_text().splitlines()
+
+
+def test_rerun_skips_finished_files_and_redoes_on_changed_settings(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for clip in CLIPS[:3]:
+        shutil.copy(clip, folder)
+    output = folder / "results"  # inside the input folder: its wav files must not become inputs
+    args = ["--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "2",
+            "--workers", "1"]
+    env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}
+    assert run_cli(*args, **env).returncode == 0
+    first = lines(output)
+    reports = {p: p.stat().st_mtime_ns for p in output.rglob("report.json")}
+    again = run_cli(*args, **env)
+    assert again.returncode == 0 and "already done with the same settings are skipped" in again.stderr
+    assert lines(output) == first
+    assert {p: p.stat().st_mtime_ns for p in output.rglob("report.json")} == reports
+    assert json.loads((output / "summary.json").read_text())["files_skipped"] == 3
+    changed = run_cli(*args, "--vad_threshold", "0.6", **env)
+    assert changed.returncode == 0 and len(lines(output)) == len(first)
+    assert json.loads((output / "summary.json").read_text())["files_skipped"] == 0
+    assert run_cli(*args, "--vad_threshold", "0.6", "--overwrite", **env).returncode == 0
+    assert json.loads((output / "summary.json").read_text())["files_skipped"] == 0
+    assert len(lines(output)) == len(first)
+
+
+def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for clip in CLIPS:
+        shutil.copy(clip, folder)
+    args = ["--steps", "split", "vad", "--chunk_duration", "2", "--workers", "1"]
+    env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}
+    reference = tmp_path / "reference"
+    assert run_cli("--input", folder, "--output", reference, *args, **env).returncode == 0
+
+    output = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
+               *args]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(output.glob("*/report.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole tree: main process and workers
+    process.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in output.glob("*/report.json")}
+    assert done_before and len(done_before) < len(CLIPS)
+
+    result = run_cli("--input", folder, "--output", output, *args, **env)
+    assert result.returncode == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["files_skipped"] >= len(done_before) - 1  # a report written as the kill came may be partial
+    for name, mtime in done_before.items():  # finished files were not redone
+        if (output / name / "report.json").stat().st_mtime_ns != mtime:
+            assert summary["files_skipped"] == len(done_before) - 1
+    for kind in ("parts", "speech"):
+        produced = sorted(p.relative_to(output) for p in output.glob(f"*/{kind}/*"))
+        assert produced == sorted(p.relative_to(reference) for p in reference.glob(f"*/{kind}/*"))
+        assert all((output / p).read_bytes() == (reference / p).read_bytes() for p in produced)
+    records = [json.loads(line) for line in lines(output)]
+    assert len(records) == len({(r["output"], r["part"]) for r in records}) == len(lines(reference))
+    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
