@@ -173,7 +173,9 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
         return 1
     jobs = plan_jobs(files, config.input)
     summary = run_batch(config, jobs, config.workers or get_optimal_workers(), quiet=quiet, overwrite=overwrite)
-    return 0 if summary["files_failed"] == 0 and not summary.get("interrupted") else 1
+    if summary.get("interrupted"):
+        return 130  # the shell's code for a run stopped by Ctrl-C
+    return 0 if summary["files_failed"] == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ def threads_per_worker(workers: int) -> int:
 # ---- inside a worker process ----
 
 def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events) -> None:
+    # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
+    log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_file, 2)
+    os.close(log_file)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(threads)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
@@ -180,9 +186,12 @@ class BatchRun:
                 self.reap(pool)
         except KeyboardInterrupt:
             interrupted = True
-            log.warning("interrupted: stopping the workers")
+            log.warning("interrupted: stopping the workers; finished files are kept, a rerun resumes")
         finally:
+            unfinished = [worker.job for worker in pool.busy()]
             pool.close(force=interrupted)
+            for job in unfinished if interrupted else []:
+                remove_leftovers(self.config.output, job)
             self.files_bar.close()
             self.parts_bar.close()
         return interrupted

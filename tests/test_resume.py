@@ -82,3 +82,37 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
     records = [json.loads(line) for line in lines(output)]
     assert len(records) == len({(r["output"], r["part"]) for r in records}) == len(lines(reference))
     assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+
+
+def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(6):
+        shutil.copy(CLIPS[0], folder / f"clip{index}.flac")
+    output = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
+               "--steps", "split", "vad", "--chunk_duration", "1", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "AUDIO_PROCESSING_MODELS": str(models_dir)},
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(output.glob("*/report.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # the main process has taken in the first file's result
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["interrupted"] and 1 <= summary["files_processed"] < 6
+    assert "PERFORMANCE STATISTICS" in stdout
+    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not [p for p in psutil_children(process.pid)]
+
+
+def psutil_children(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

@@ -1,0 +1,120 @@
+"""A batch full of awkward inputs: every good file finishes, every bad one gets one line naming it and why."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from conftest import DATA, run_cli
+
+SPEECH = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.flac"
+
+
+def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
+    """(good names, bad names) written into folder."""
+    speech, rate = sf.read(SPEECH, dtype="float32")
+    good = {
+        "8k mono.wav": lambda p: sf.write(p, speech[::2], 8000, subtype="PCM_16"),
+        "48k 6ch.wav": lambda p: sf.write(p, np.tile(np.repeat(speech, 3)[:, None], (1, 6)) * 0.5, 48000,
+                                          subtype="PCM_16"),
+        "96k 24bit.wav": lambda p: sf.write(p, np.repeat(speech, 6), 96000, subtype="PCM_24"),
+        "short 0.3s.wav": lambda p: sf.write(p, speech[: int(0.3 * rate)], rate, subtype="PCM_16"),
+        "quote's \"name\" é ü 日本.flac": lambda p: shutil.copy(SPEECH, p),
+        "compressed.ogg": lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(p)], check=True),
+        "compressed.m4a": lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(p)], check=True),
+    }
+    bad = {
+        "empty.wav": lambda p: p.write_bytes(b""),
+        "zero length.wav": lambda p: sf.write(p, np.zeros((0, 1), dtype=np.int16), 16000, subtype="PCM_16"),
+        "text.wav": lambda p: p.write_text("hello, not audio\n"),
+        "truncated.flac": lambda p: p.write_bytes(SPEECH.read_bytes()[:5000]),
+        "garbage.mp3": lambda p: p.write_bytes(os.urandom(20000)),
+    }
+    for name, make in {**good, **bad}.items():
+        make(folder / name)
+    (folder / "folder.mp3").mkdir()  # a directory with an audio name: not a file, not an input
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # a symlink loop
+    return set(good), set(bad)
+
+
+def test_awkward_inputs(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good, bad = make_inputs(folder)
+    output = tmp_path / "out"
+    result = run_cli("--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "1",
+                     "--workers", "2", AUDIO_PROCESSING_MODELS=str(models_dir), timeout=600)
+    assert result.returncode == 1
+    summary = json.loads((output / "summary.json").read_text())
+    failed = {Path(f["source"]).name: f["error"] for f in summary["failures"]}
+    assert set(failed) == bad, failed
+    assert summary["files_processed"] == len(good)
+    # the console has only our own lines: no decoder chatter from the workers
+    assert all(line.startswith(("ERROR: ", "WARNING: ")) for line in result.stderr.splitlines() if line), \
+        result.stderr
+    for name in bad:  # one line each, naming the file, in the console and the log
+        assert sum(name in line for line in result.stderr.splitlines()) == 1, (name, result.stderr)
+        assert name in (output / "audio_processing.log").read_text()
+    records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+    by_file = {}
+    for record in records:
+        by_file.setdefault(Path(record["source"]).name, []).append(record)
+    assert set(by_file) == good  # the symlink loop did not make duplicates, the folder named .mp3 is no input
+    for name, parts in by_file.items():  # each part keeps its input's rate and channels
+        info = sf.info(output / parts[0]["outputs"]["split"])
+        assert (info.samplerate, info.channels) == (parts[0]["sample_rate"], parts[0]["channels"])
+    assert by_file["48k 6ch.wav"][0]["channels"] == 6 and by_file["96k 24bit.wav"][0]["sample_rate"] == 96000
+    assert sf.info(output / by_file["96k 24bit.wav"][0]["outputs"]["split"]).subtype == "PCM_24"
+    assert len(by_file["short 0.3s.wav"]) == 1
+
+
+def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
+    """ENOSPC while writing a part: the file is reported with the reason, no half-written file is left."""
+    import errno
+
+    calls = {"n": 0}
+    original = sf.SoundFile.write
+
+    def write(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", write)
+    report, records, output = process(DATA / "pyannote_sample" / "sample.flac", steps=("split",), chunk_duration=10)
+    assert report["status"] == "failed" and "No space left on device" in report["error"]
+    assert len(records) == 2  # the parts written before are complete and recorded
+    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert sorted(p.name for p in (output / "sample" / "parts").iterdir()) == ["part_0000.wav", "part_0001.wav"]
+
+
+def test_a_file_that_disappears_during_the_run(tmp_path, models_dir):
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(folder / "a_long.wav", (rng.standard_normal(16000 * 60 * 20) * 0.1).astype(np.float32), 16000)
+    shutil.copy(SPEECH, folder / "zz_vanishing.flac")
+    output = tmp_path / "out"
+    command = [os.sys.executable, "audio_processing.py", "--input", str(folder), "--output", str(output),
+               "--steps", "vad", "--workers", "1"]
+    process = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "AUDIO_PROCESSING_MODELS": str(models_dir)})
+    deadline = time.monotonic() + 120
+    while not list(output.glob(".scratch-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (folder / "zz_vanishing.flac").unlink()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["failures"] == [{"source": str(folder / "zz_vanishing.flac"), "error": "file not found"}]
+    assert summary["files_processed"] == 1 and "zz_vanishing.flac: file not found" in stderr
