@@ -181,11 +181,6 @@ class AudioWriter:
         self._context.__exit__(*exc)
 
 
-def write_audio(path: Path, data: np.ndarray, sample_rate: int, subtype: str) -> None:
-    with AudioWriter(path, sample_rate, data.shape[1] if data.ndim == 2 else 1, subtype) as writer:
-        writer.write(data)
-
-
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
