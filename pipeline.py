@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,7 +16,7 @@ from audio_io import AudioError, open_audio
 from config import RunConfig
 from model_manager import ModelManager
 from reports import manifest_record, write_file_report
-from resume import settings_fingerprint
+from resume import own_files, settings_fingerprint
 from stages import FileContext, Part, Stage, build_stages
 
 log = logging.getLogger("audio_processing")
@@ -29,6 +29,8 @@ class FileJob:
     index: int
     source: Path
     key: str  # the file's output folder, relative to the output root
+    fingerprints: dict[str, str] = field(default_factory=dict)  # stage -> fingerprint of what shapes its output
+    earlier: dict[int, dict] = field(default_factory=dict)  # part -> its record from an earlier run, if reusable
 
 
 def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
@@ -45,9 +47,8 @@ def remove_leftovers(output: Path, job: FileJob) -> None:
     """What a killed worker leaves of a file: its scratch folder and half-written temporary files."""
     for scratch in output.glob(f".scratch-{job.index}-*"):
         shutil.rmtree(scratch, ignore_errors=True)
-    folder = output / job.key
-    if folder.is_dir():
-        for leftover in folder.rglob(".*.tmp*"):
+    for leftover in own_files(output / job.key):
+        if leftover.name.startswith(".") and ".tmp" in leftover.name:
             leftover.unlink(missing_ok=True)
 
 
@@ -56,10 +57,10 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
     config.output.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{job.index}-", dir=config.output))
     ctx = FileContext(source=job.source, file_id=job.source.stem, out_dir=config.output / job.key,
-                      output_root=config.output, scratch_dir=scratch, log=log)
+                      output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier)
     timings: dict[str, float] = defaultdict(float)
     started, started_at = time.perf_counter(), time.time()
-    status, error = "done", None
+    status, error, reused = "done", None, 0
     try:
         info = open_audio(job.source, scratch)
         ctx.source_info = info
@@ -70,7 +71,10 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
             parts = _timed(stage, parts, ctx, timings, models)
         for part in parts:
             ctx.parts.append(part)
-            emit("part_done", manifest_record(job, part, ctx))
+            if part.reused and part.reused == set(job.fingerprints):
+                reused += 1  # nothing redone: its manifest line from the earlier run was kept
+            else:
+                emit("part_done", manifest_record(job, part, ctx))
         for stage in stages:
             begun = time.perf_counter()
             stage.finish(ctx)
@@ -86,14 +90,21 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         log.error("%s: %s", job.source, error)
     report = write_file_report(ctx, job, status, error, dict(timings), time.perf_counter() - started,
                                device=models.gpu.device_label, worker=os.getpid(), started_at=started_at,
-                               settings=settings_fingerprint(config))
+                               settings=settings_fingerprint(job.fingerprints), parts_reused=reused)
     models.gpu.cleanup()
     return report
 
 
 def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict, models) -> Iterator[Part]:
-    """stage.run over every part, timing only the stage's own work (not the stages upstream of it)."""
+    """stage.run over every part, timing only the stage's own work (not the stages upstream of it); a part
+    this stage finished in an earlier run is restored instead (split restores its own parts)."""
     for part in parts:
+        earlier = ctx.earlier.get(part.index)
+        if (stage.name != "split" and earlier and stage.name in earlier["reusable"]
+                and ("split" in part.reused or "split" not in earlier["stages"])):
+            stage.restore(part, earlier, ctx)
+            yield part
+            continue
         outputs = stage.run(part, ctx)
         while True:
             begun = time.perf_counter()

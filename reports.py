@@ -14,7 +14,8 @@ MANIFEST_FIELDS = ("text", "speech_duration", "speakers", "denoiser", "denoiser_
 def manifest_record(job, part, ctx) -> dict:
     record = {"source": str(job.source), "output": job.key, "part": part.index, "offset": round(part.offset, 6),
               "duration": round(part.duration, 6), "sample_rate": part.sample_rate, "channels": part.channels,
-              "status": "done", "outputs": dict(part.outputs)}
+              "start_frame": part.start_frame, "frames": part.frames, "status": "done",
+              "outputs": dict(part.outputs), "stages": dict(job.fingerprints)}
     record.update({key: part.fields[key] for key in MANIFEST_FIELDS if key in part.fields})
     return record
 
@@ -28,7 +29,7 @@ def append_manifest(path: Path, record: dict) -> None:
 
 
 def write_file_report(ctx, job, status: str, error: str | None, timings: dict, seconds: float, device: str,
-                      worker: int, started_at: float, settings: str) -> dict:
+                      worker: int, started_at: float, settings: str, parts_reused: int = 0) -> dict:
     info = ctx.source_info
     duration = info.duration if info else 0.0
     stages = {name: dict(details) for name, details in ctx.stage_info.items()}
@@ -38,6 +39,7 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "source": str(job.source), "output": job.key, "status": status, "error": error,
         "duration": round(duration, 3), "sample_rate": info.sample_rate if info else None,
         "channels": info.channels if info else None, "parts": len(ctx.parts),
+        "parts_reused": parts_reused,
         "speech_duration": round(sum(p.fields.get("speech_duration", 0.0) for p in ctx.parts), 3)
         if any("speech_duration" in p.fields for p in ctx.parts) else None,
         "speakers": stages.get("diar", {}).get("speakers"),
@@ -109,6 +111,7 @@ def statistics_block(summary: dict) -> str:
         f"  - Files failed: {summary['files_failed']}",
         *([f"  - Files skipped (done in an earlier run): {summary['files_skipped']}"]
           if summary.get("files_skipped") else []),
+        *([f"  - Parts kept from an earlier run: {summary['parts_reused']}"] if summary.get("parts_reused") else []),
         f"  - Time per file: {summary['time_per_file']:.1f} seconds",
         f"  - Speedup from parallelization: ~{summary['speedup_from_parallelization']:.1f}x "
         f"({summary['workers']} worker{'s' if summary['workers'] != 1 else ''})",

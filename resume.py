@@ -1,31 +1,61 @@
-"""Resuming a run in the same output folder: files already finished with the same settings are not redone.
+"""Resuming a run in the same output folder: what was finished with the same settings is not done again.
 
-A file counts as finished when its report.json says done, was made with the same output-affecting settings,
-the manifest holds every one of its parts, and every output the manifest names is on disk. Anything less and
-the file is redone: its old manifest lines are dropped first, so the manifest never lists a part twice.
+Every manifest line records, per stage, a fingerprint of the options that change the stage's output, chained
+through the stages whose audio it reads, and of the input file itself. On a rerun:
+- a file whose report.json says done with the same fingerprints, all its parts in the manifest and every output
+  on disk is skipped whole;
+- in any other file, each part keeps the outputs of the stages whose fingerprint still matches and whose files
+  are on disk, and only the other stages run on it (a changed VAD threshold reruns VAD, not split or denoise);
+- everything else in the file's folder is removed before it is redone, and the manifest keeps only the lines of
+  parts that need nothing redone, so it never lists a part twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from audio_io import write_text
 from config import RunConfig
+from stages import STAGE_ORDER, STAGES
 
-# The settings that change what a stage writes; workers, timeout, GPU use and paths do not.
-OUTPUT_SETTINGS = ("steps", "split_method", "chunk_duration", "asr_backend", "whisper_model", "language",
-                   "denoiser", "demucs_model", "demucs_segment", "vad_threshold", "min_speech_ms",
-                   "min_silence_ms", "speech_pad_ms", "diarization_model", "num_speakers", "min_speakers",
-                   "max_speakers", "clustering_threshold", "min_cluster_size", "segmentation_step")
+SIGNATURE_BYTES = 1 << 20  # the input's size and its first and last MiB tell a changed recording from a copy
 
 
-def settings_fingerprint(config: RunConfig) -> str:
-    values = {name: getattr(config, name) for name in OUTPUT_SETTINGS}
-    values["steps"] = list(config.steps)
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def source_signature(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            head = handle.read(SIGNATURE_BYTES)
+            handle.seek(max(0, size - SIGNATURE_BYTES))
+            tail = handle.read(SIGNATURE_BYTES)
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
+    return f"{size}:{hashlib.sha256(head + tail).hexdigest()[:16]}"
+
+
+def stage_fingerprints(config: RunConfig, source: Path) -> dict[str, str]:
+    """stage name -> fingerprint of its settings and of everything upstream that shaped the audio it reads."""
+    audio = _digest({"source": source_signature(source)})
+    prints = {}
+    for name in STAGE_ORDER:
+        if name in config.steps:
+            stage = STAGES[name]
+            prints[name] = _digest({"stage": name, "settings": stage.settings(config), "audio": audio})
+            if stage.changes_audio:
+                audio = prints[name]
+    return prints
+
+
+def settings_fingerprint(fingerprints: dict[str, str]) -> str:
+    """One value for the whole file, kept in its report.json."""
+    return _digest(fingerprints)
 
 
 def read_manifest(output: Path) -> list[dict]:
@@ -42,35 +72,93 @@ def read_manifest(output: Path) -> list[dict]:
     return records
 
 
-def finished_reports(config: RunConfig, jobs) -> dict[int, dict]:
-    """job index -> the report of each file that need not be redone."""
-    records = read_manifest(config.output)
-    fingerprint = settings_fingerprint(config)
+def _records_of(records: list[dict], job) -> list[dict]:
+    return [r for r in records if r.get("output") == job.key and r.get("source") == str(job.source)]
+
+
+def finished_reports(output: Path, jobs, records: list[dict]) -> dict[int, dict]:
+    """job index -> the report of each file that need not be redone at all."""
     finished = {}
     for job in jobs:
         try:
-            report = json.loads((config.output / job.key / "report.json").read_text(encoding="utf-8"))
+            report = json.loads((output / job.key / "report.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        parts = [r for r in records if r.get("output") == job.key and r.get("source") == str(job.source)]
-        if (report.get("status") == "done" and report.get("settings") == fingerprint
+        parts = _records_of(records, job)
+        if (report.get("status") == "done" and report.get("settings") == settings_fingerprint(job.fingerprints)
                 and sorted(r["part"] for r in parts) == list(range(report.get("parts", -1)))
-                and all((config.output / path).exists() for r in parts for path in r["outputs"].values())):
+                and all((output / path).exists() for r in parts for path in r["outputs"].values())):
             finished[job.index] = report
     return finished
 
 
-def keep_manifest_lines(output: Path, keys: set[str]) -> None:
-    """Rewrite the manifest with the lines of these files only (the others are about to be redone)."""
+def reusable_parts(output: Path, job, records: list[dict]) -> dict[int, dict]:
+    """part index -> its earlier record, with "reusable": the stages whose output that part keeps."""
+    earlier = {}
+    for record in _records_of(records, job):
+        if "start_frame" not in record or record.get("part") in earlier:
+            continue
+        reusable = []
+        for name, fingerprint in job.fingerprints.items():
+            stage = STAGES[name]
+            outputs = record["outputs"]
+            if (record.get("stages", {}).get(name) == fingerprint
+                    and all(kind in outputs for kind in stage.output_kinds)
+                    and all((output / outputs[kind]).exists()
+                            for kind in stage.output_kinds + stage.optional_outputs if kind in outputs)):
+                reusable.append(name)
+        if reusable and ("split" not in job.fingerprints or "split" in reusable):
+            earlier[record["part"]] = {**record, "reusable": reusable}
+    return earlier
+
+
+def fully_reused(job, record: dict) -> bool:
+    return set(record["reusable"]) == set(job.fingerprints)
+
+
+def kept_outputs(earlier: dict[int, dict]) -> set[str]:
+    """The output paths (relative to the output folder) that the redo of a file keeps."""
+    kept = set()
+    for record in earlier.values():
+        for name in record["reusable"]:
+            stage = STAGES[name]
+            kept.update(record["outputs"][kind] for kind in stage.output_kinds + stage.optional_outputs
+                        if kind in record["outputs"])
+    return kept
+
+
+def own_files(folder: Path) -> list[Path]:
+    """The files a file's run writes in its folder: reports and whole-file outputs, and part_* files one level
+    down. Not the folder's other content: with inputs a.wav and a/b.wav, the folder a/ also holds a/b/."""
+    if not folder.is_dir():
+        return []
+    files = [path for path in folder.iterdir() if path.is_file()]
+    for sub in folder.iterdir():
+        if sub.is_dir():
+            files += [path for path in sub.iterdir() if path.is_file() and path.name.lstrip(".").startswith("part_")]
+    return files
+
+
+def prepare_redo(output: Path, job) -> None:
+    """Clear a file's folder of what an earlier run left there, except the outputs its parts keep."""
+    kept = kept_outputs(job.earlier)
+    for path in own_files(output / job.key):
+        if path.relative_to(output).as_posix() not in kept:
+            path.unlink(missing_ok=True)
+
+
+def rewrite_manifest(output: Path, keep) -> None:
+    """Rewrite the manifest with only the records `keep(record)` accepts (the others are about to be redone)."""
     path = output / "manifest.jsonl"
     if path.exists():
-        kept = [r for r in read_manifest(output) if r.get("output") in keys]
+        kept = [r for r in read_manifest(output) if keep(r)]
         write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
 def clear_outputs(output: Path, jobs) -> None:
-    """--overwrite: forget the earlier run (only the folders of this run's files are removed)."""
+    """--overwrite: forget the earlier run (only the outputs of this run's files are removed)."""
     for name in ("manifest.jsonl", "summary.json"):
         (output / name).unlink(missing_ok=True)
     for job in jobs:
-        shutil.rmtree(output / job.key, ignore_errors=True)
+        for path in own_files(output / job.key):
+            path.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging.handlers import QueueHandler
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from config import RunConfig
 from pipeline import FileJob, process_file, remove_leftovers
 from audio_io import write_json
 from model_store import disable_downloads_when_offline
-from resume import clear_outputs, finished_reports, keep_manifest_lines
+from resume import (clear_outputs, finished_reports, fully_reused, prepare_redo, read_manifest, reusable_parts,
+                    rewrite_manifest, stage_fingerprints)
 from reports import append_manifest, statistics_block, summarize
 
 log = logging.getLogger("audio_processing")
@@ -251,16 +252,25 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     started = time.monotonic()
     if overwrite:
         clear_outputs(config.output, jobs)
-    finished = {} if overwrite else finished_reports(config, jobs)
-    keep_manifest_lines(config.output, {job.key for job in jobs if job.index in finished})
-    todo = [job for job in jobs if job.index not in finished]
-    for job in todo:  # a file is redone whole: nothing of an earlier, unfinished or different run stays
-        shutil.rmtree(config.output / job.key, ignore_errors=True)
+    jobs = [replace(job, fingerprints=stage_fingerprints(config, job.source)) for job in jobs]
+    records = read_manifest(config.output)
+    finished = {} if overwrite else finished_reports(config.output, jobs, records)
+    todo = [replace(job, earlier=reusable_parts(config.output, job, records)) for job in jobs
+            if job.index not in finished]
+    kept_lines = {(job.key, index) for job in todo for index, record in job.earlier.items()
+                  if fully_reused(job, record)}
+    finished_keys = {job.key for job in jobs if job.index in finished}
+    rewrite_manifest(config.output, lambda r: r.get("output") in finished_keys
+                     or (r.get("output"), r.get("part")) in kept_lines)
+    for job in todo:  # nothing of an earlier, unfinished or different run stays, except the parts it keeps
+        prepare_redo(config.output, job)
     for scratch in config.output.glob(".scratch-*"):  # left by a run that was killed
         shutil.rmtree(scratch, ignore_errors=True)
     if finished:
         log.warning("resuming: %d of %d file(s) already done with the same settings are skipped "
                     "(--overwrite redoes them)", len(finished), len(jobs))
+    if kept_lines:
+        log.warning("resuming: %d part(s) finished in an earlier run are kept", len(kept_lines))
     reports, interrupted, used_workers = {}, False, 0
     if todo:
         disable_downloads_when_offline(log.info)
@@ -270,6 +280,7 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     ordered = [reports[job.index] for job in todo if job.index in reports]
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)
+    summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
     summary["interrupted"] = interrupted
     write_json(config.output / "summary.json", summary)
     block = statistics_block(summary)

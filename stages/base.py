@@ -31,6 +31,7 @@ class Part:
     audio_start: int = 0  # first frame of the part inside audio.path
     outputs: dict[str, str] = field(default_factory=dict)  # output kind -> path relative to the output folder
     fields: dict[str, Any] = field(default_factory=dict)  # text, speech_duration, speakers... for the manifest
+    reused: set[str] = field(default_factory=set)  # stages whose output was kept from an earlier run
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -85,6 +86,7 @@ class FileContext:
     notes: list[str] = field(default_factory=list)  # fallbacks and warnings, for the report
     stage_info: dict[str, dict] = field(default_factory=dict)  # per stage: method, model, device...
     parts: list[Part] = field(default_factory=list)  # finished parts
+    earlier: dict[int, dict] = field(default_factory=dict)  # part index -> its manifest record from an earlier run
 
     def output_path(self, kind: str, part: Part, suffix: str) -> Path:
         return self.out_dir / kind / f"{part.name}{suffix}"
@@ -100,9 +102,17 @@ class FileContext:
 
 
 class Stage:
-    """One step of the pipeline. Subclasses set `name` and implement `run`; `finish` is for whole-file output."""
+    """One step of the pipeline. Subclasses set `name` and implement `run`; `finish` is for whole-file output.
+
+    For resuming, a stage also says which options change its output (`settings`), which outputs prove a part
+    went through it (`output_kinds`), and how to take a part's output back from an earlier run (`restore`).
+    """
 
     name: ClassVar[str]
+    changes_audio: ClassVar[bool] = False  # the stages after it read the audio it wrote
+    output_kinds: ClassVar[tuple[str, ...]] = ()  # manifest `outputs` keys every finished part has
+    optional_outputs: ClassVar[tuple[str, ...]] = ()  # and those only some parts have
+    manifest_fields: ClassVar[tuple[str, ...]] = ()  # manifest fields it sets, brought back by `restore`
 
     def __init__(self, config, models):
         self.config = config
@@ -113,3 +123,17 @@ class Stage:
 
     def finish(self, ctx: FileContext) -> None:
         """Called once after every part of the file went through all stages."""
+
+    @staticmethod
+    def settings(config) -> dict:
+        """The options that change what this stage writes: a rerun with other values redoes the stage."""
+        return {}
+
+    def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
+        """Take the part's output of this stage from an earlier run instead of computing it again."""
+        part.outputs.update({kind: path for kind, path in record["outputs"].items()
+                             if kind in self.output_kinds + self.optional_outputs})
+        part.fields.update({key: record[key] for key in self.manifest_fields if key in record})
+        part.reused.add(self.name)
+        info = ctx.stage_info.setdefault(self.name, dict(self.settings(self.config)))
+        info["reused_parts"] = info.get("reused_parts", 0) + 1

@@ -25,6 +25,21 @@ Enhancer = Callable[[torch.Tensor, str], torch.Tensor]  # (batch, channels, samp
 
 class Denoise(Stage):
     name = "denoise"
+    changes_audio = True
+    output_kinds = ("denoise",)
+    manifest_fields = ("denoiser", "denoiser_fallback")
+
+    @staticmethod
+    def settings(config) -> dict:
+        return {"denoiser": config.denoiser, "demucs_model": config.demucs_model,
+                "demucs_segment": config.demucs_segment}
+
+    def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
+        super().restore(part, record, ctx)
+        part.set_audio(open_audio(ctx.output_root / record["outputs"]["denoise"], ctx.scratch_dir))
+        if "denoiser_fallback" in record:
+            ctx.note(f"denoise: used {record['denoiser']} instead of {self.config.denoiser}: "
+                     f"{record['denoiser_fallback']}")
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         method, enhancer, rate, channels = self._enhancer(part, ctx)
@@ -54,10 +69,10 @@ class Denoise(Stage):
             if problems:
                 part.fields["denoiser_fallback"] = "; ".join(problems)  # why, in the manifest too
                 ctx.note(f"denoise: used {method} instead of {wanted}: {'; '.join(problems)}")
-            ctx.stage_info[self.name] = {"method": method}
+            ctx.stage_info.setdefault(self.name, {})["method"] = method
             return method, enhancer, rate, channels
         ctx.note(f"denoise skipped, audio passed through unchanged: {'; '.join(problems)}")
-        ctx.stage_info[self.name] = {"method": "none"}
+        ctx.stage_info.setdefault(self.name, {})["method"] = "none"
         return "none", None, 0, 0
 
     def _demucs(self, part: Part) -> tuple[Enhancer, int, int]:

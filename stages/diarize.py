@@ -8,13 +8,14 @@ Diarization reads the part's audio before silence removal: the pauses between tu
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from audio_io import write_text
+from audio_io import write_json, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage
 
@@ -31,6 +32,23 @@ class Turn:
 
 class Diarize(Stage):
     name = "diar"
+    output_kinds = ("diarization", "speaker_embeddings")
+    manifest_fields = ("speakers",)
+
+    @staticmethod
+    def settings(config) -> dict:
+        return {"model": config.diarization_model, "num_speakers": config.num_speakers,
+                "min_speakers": config.min_speakers, "max_speakers": config.max_speakers,
+                "clustering_threshold": config.clustering_threshold, "min_cluster_size": config.min_cluster_size,
+                "segmentation_step": config.segmentation_step}
+
+    def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
+        super().restore(part, record, ctx)
+        saved = json.loads((ctx.output_root / record["outputs"]["speaker_embeddings"]).read_text(encoding="utf-8"))
+        part.fields["diarization"] = {"labels": saved["labels"], "turns": [Turn(*turn) for turn in saved["turns"]],
+                                      "centroids": None if saved["centroids"] is None
+                                      else np.asarray(saved["centroids"], dtype=float)}
+        ctx.stage_info[self.name]["model"] = saved["model"]
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         name = self._pipeline_name(ctx)
@@ -52,8 +70,13 @@ class Diarize(Stage):
                  for seg, _track, label in annotation.itertracks(yield_label=True)]
         part._cache.pop("mono_16k", None)
         part.fields["speakers"] = len(labels)
-        part.fields["diarization"] = {"labels": labels, "turns": turns,
-                                      "centroids": None if centroids is None else np.asarray(centroids)}
+        centroids = None if centroids is None else np.asarray(centroids)
+        part.fields["diarization"] = {"labels": labels, "turns": turns, "centroids": centroids}
+        # The part's own speakers and their embeddings: finish() links them across parts, also on a resumed run.
+        saved = ctx.output_path("diarization", part, ".json")
+        write_json(saved, {"model": name, "labels": labels, "turns": [[t.start, t.end, t.speaker] for t in turns],
+                           "centroids": None if centroids is None else centroids.tolist()})
+        part.outputs["speaker_embeddings"] = ctx.relative(saved)
         path = ctx.output_path("diarization", part, ".rttm")
         write_text(path, rttm(ctx.file_id, turns))  # part-local labels until finish() links them
         part.outputs["diarization"] = ctx.relative(path)
@@ -72,8 +95,7 @@ class Diarize(Stage):
             all_turns.extend(turns)
         path = ctx.out_dir / f"{ctx.file_id}.rttm"
         write_text(path, rttm(ctx.file_id, sorted(all_turns, key=lambda t: (t.start, t.end))))
-        ctx.stage_info[self.name]["rttm"] = ctx.relative(path)
-        ctx.stage_info[self.name]["speakers"] = len({t.speaker for t in all_turns})
+        ctx.stage_info[self.name].update(rttm=ctx.relative(path), speakers=len({t.speaker for t in all_turns}))
 
     def _pipeline_name(self, ctx: FileContext) -> str | None:
         """The pipeline asked for, or the offline one when that cannot load; None when neither can."""
@@ -87,7 +109,7 @@ class Diarize(Stage):
                 continue
             if problems:
                 ctx.note(f"diarization: used the {OFFLINE_DIARIZATION} pipeline instead of {wanted}: {problems[0]}")
-            ctx.stage_info.setdefault(self.name, {"model": name})
+            ctx.stage_info.setdefault(self.name, {}).setdefault("model", name)
             return name
         ctx.note(f"diarization skipped: {'; '.join(problems)}")
         return None

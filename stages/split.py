@@ -34,30 +34,42 @@ class Cut:
 
 class Split(Stage):
     name = "split"
+    changes_audio = True
+    output_kinds = ("split",)
+    optional_outputs = ("transcript",)  # word_boundary split only
+    manifest_fields = ("text",)
+
+    @staticmethod
+    def settings(config) -> dict:
+        values = {"method": config.split_method, "chunk_duration": config.chunk_duration}
+        if config.split_method == "word_boundary":
+            values.update(asr_backend=config.asr_backend, whisper_model=config.whisper_model, language=config.language)
+        return values
 
     def run(self, whole: Part, ctx: FileContext) -> Iterator[Part]:
-        method = self.config.split_method
-        transcriber = None
-        if method == "word_boundary":
-            try:
-                transcriber = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend)
-            except ModelUnavailable as error:
-                ctx.note(f"word_boundary split not possible ({error}); used time split instead")
-                method = "time"
-        ctx.stage_info[self.name] = {"method": method, "chunk_duration": self.config.chunk_duration}
-        if transcriber is not None:
-            ctx.stage_info[self.name].update(asr_backend=transcriber.backend, whisper_model=self.config.whisper_model)
+        ctx.stage_info[self.name] = {"method": self.config.split_method, "chunk_duration": self.config.chunk_duration}
+        transcriber = None  # loaded when the first part must be cut at a word boundary
+        word_cuts = self.config.split_method == "word_boundary"
         chunk = max(1, round(self.config.chunk_duration * whole.sample_rate))
         start, index = 0, 0
         while start < whole.frames:
+            earlier = ctx.earlier.get(index)
+            if earlier and earlier.get("start_frame") == start and self.name in earlier["reusable"]:
+                part = self._restore_part(whole, earlier, ctx)
+                yield part
+                start, index = start + part.frames, index + 1
+                continue
+            if word_cuts and transcriber is None:
+                transcriber = self._transcriber(ctx)
+                word_cuts = transcriber is not None
             cut = None
-            if transcriber is not None:
+            if word_cuts:
                 try:
                     cut = self._word_cut(whole, start, chunk, ctx)
                 except Exception as error:  # noqa: BLE001 - a failing ASR must not lose the file
                     ctx.note(f"speech recognition failed at {start / whole.sample_rate:.1f} s ({error}); "
                              "the rest of the file was split by time")
-                    transcriber = None
+                    word_cuts = False
                     ctx.stage_info[self.name]["method"] = "word_boundary+time"
             end = cut.frame if cut else min(start + chunk, whole.frames)
             part = self._write_part(whole, index, start, end - start, ctx)
@@ -65,6 +77,22 @@ class Split(Stage):
                 self._write_transcript(part, cut.words, ctx)
             yield part
             start, index = end, index + 1
+
+    def _transcriber(self, ctx: FileContext):
+        try:
+            transcriber = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend)
+        except ModelUnavailable as error:
+            ctx.note(f"word_boundary split not possible ({error}); used time split instead")
+            ctx.stage_info[self.name]["method"] = "time"
+            return None
+        ctx.stage_info[self.name].update(asr_backend=transcriber.backend, whisper_model=self.config.whisper_model)
+        return transcriber
+
+    def _restore_part(self, whole: Part, record: dict, ctx: FileContext) -> Part:
+        part = Part(record["part"], record["start_frame"], record["frames"], whole.sample_rate, whole.channels,
+                    open_audio(ctx.output_root / record["outputs"]["split"], ctx.scratch_dir))
+        self.restore(part, record, ctx)
+        return part
 
     def _write_part(self, whole: Part, index: int, start: int, frames: int, ctx: FileContext) -> Part:
         part = Part(index, start, frames, whole.sample_rate, whole.channels, whole.audio, whole.audio_start + start)

@@ -20,9 +20,16 @@ BLOCK_SECONDS = 600
 
 class VoiceActivity(Stage):
     name = "vad"
+    output_kinds = ("speech", "speech_segments")
+    manifest_fields = ("speech_duration",)
+
+    @staticmethod
+    def settings(config) -> dict:
+        return {"threshold": config.vad_threshold, "min_speech_ms": config.min_speech_ms,
+                "min_silence_ms": config.min_silence_ms, "speech_pad_ms": config.speech_pad_ms}
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
-        ctx.stage_info.setdefault(self.name, {"model": "silero-vad", "threshold": self.config.vad_threshold})
+        ctx.stage_info.setdefault(self.name, {}).update(model="silero-vad", threshold=self.config.vad_threshold)
         segments = self.speech_segments(part)  # (start, end) in part frames
         audio_path = ctx.output_path("speech", part, ".wav")
         block = 30 * part.sample_rate

@@ -82,7 +82,8 @@ def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     assert sf.info(folder / "parts" / "part_0000.wav").samplerate == 16000
     record = manifest(output)[0]
     assert record["source"] == str(mp3) and record["speakers"] == 2
-    assert set(record["outputs"]) == {"split", "denoise", "speech", "speech_segments", "diarization"}
+    assert set(record["outputs"]) == {"split", "denoise", "speech", "speech_segments", "diarization",
+                                      "speaker_embeddings"}
     assert "GPU used: No" in result.stdout
     assert (output / "audio_processing.log").stat().st_size > 0
 

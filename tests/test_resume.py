@@ -13,7 +13,11 @@ from pathlib import Path
 
 from conftest import DATA, ROOT, run_cli
 
+sys.path.insert(0, str(ROOT / "bench"))
+from kill_resume import finished_outputs, mismatches, redone, run  # noqa: E402
+
 CLIPS = sorted((DATA / "librivox").glob("*.flac"))
+SAMPLE = DATA / "pyannote_sample" / "sample.flac"
 
 
 def lines(output: Path) -> list[str]:
@@ -43,6 +47,9 @@ def test_rerun_skips_finished_files_and_redoes_on_changed_settings(tmp_path, mod
     assert run_cli(*args, "--vad_threshold", "0.6", "--overwrite", **env).returncode == 0
     assert json.loads((output / "summary.json").read_text())["files_skipped"] == 0
     assert len(lines(output)) == len(first)
+    shutil.copy(CLIPS[3], folder / CLIPS[0].name)  # same name, another recording: redone
+    assert run_cli(*args, "--vad_threshold", "0.6", **env).returncode == 0
+    assert json.loads((output / "summary.json").read_text())["files_skipped"] == 2
 
 
 def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
@@ -116,3 +123,64 @@ def psutil_children(pid: int) -> list:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def test_killed_in_the_middle_of_a_file_keeps_its_finished_parts(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder)
+    shutil.copy(DATA / "falcon" / "test.flac", folder)
+    args = ["--steps", "split", "vad", "diar", "--diarization_model", "offline", "--chunk_duration", "5",
+            "--workers", "1"]
+    env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}
+    reference = tmp_path / "reference"
+    run(folder, reference, args, env)
+    output = tmp_path / "out"
+
+    def some_parts_of_the_first_file_done(out: Path) -> bool:
+        return (out / "manifest.jsonl").exists() and len(lines(out)) >= 3
+
+    assert run(folder, output, args, env, kill_when=some_parts_of_the_first_file_done)
+    finished = finished_outputs(output)
+    assert len(finished) >= 3 and not list(output.glob("*/report.json"))  # killed inside the first file
+    run(folder, output, args, env)
+    assert redone(finished) == 0
+    assert mismatches(output, reference) == []  # audio, speech segments, RTTMs, manifest: as if never killed
+    reports = [json.loads(p.read_text()) for p in output.glob("*/report.json")]
+    assert sum(r["parts_reused"] for r in reports) == len(finished)
+
+
+def test_a_changed_option_redoes_only_the_stages_it_affects(tmp_path, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder)
+    args = ["--input", folder, "--steps", "split", "denoise", "vad", "diar", "--denoiser", "deepfilternet",
+            "--diarization_model", "offline", "--chunk_duration", "10", "--workers", "1"]
+    env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}
+    output = tmp_path / "out"
+
+    def inodes(kind: str) -> list[int]:
+        return [(output / r["outputs"][kind]).stat().st_ino for r in map(json.loads, lines(output))]
+
+    assert run_cli(*args, "--output", output, **env).returncode == 0
+    kinds = ("split", "denoise", "speech", "speaker_embeddings")
+    before = {kind: inodes(kind) for kind in kinds}
+
+    assert run_cli(*args, "--output", output, "--vad_threshold", "0.7", **env).returncode == 0
+    after = {kind: inodes(kind) for kind in kinds}
+    assert [kind for kind in kinds if after[kind] != before[kind]] == ["speech"]
+    fresh = tmp_path / "fresh"
+    assert run_cli(*args, "--output", fresh, "--vad_threshold", "0.7", **env).returncode == 0
+    assert mismatches(output, fresh) == []
+
+    assert run_cli(*args, "--output", output, "--vad_threshold", "0.7", "--clustering_threshold", "0.7",
+                   **env).returncode == 0
+    again = {kind: inodes(kind) for kind in kinds}
+    assert [kind for kind in kinds if again[kind] != after[kind]] == ["speaker_embeddings"]
+
+    assert run_cli(*args, "--output", output, "--chunk_duration", "7", **env).returncode == 0
+    records = [json.loads(line) for line in lines(output)]
+    assert len(records) == 5 and sorted(r["part"] for r in records) == list(range(5))
+    for kind in ("parts", "denoised", "speech", "diarization"):  # nothing left of the 10-second parts
+        named = {output / r["outputs"][k] for r in records for k in r["outputs"]}
+        assert {p for p in (output / "sample" / kind).iterdir()} <= named
