@@ -93,15 +93,49 @@ def _decode_with_ffmpeg(path: Path, scratch_dir: Path) -> Path:
     return Path(decoded)
 
 
-def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
-    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise AudioError("is a directory, not an audio file")
     if not path.exists():
         raise AudioError("file not found")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration: float
+    sample_rate: int
+    channels: int
+
+
+def probe_audio(path: Path) -> Probe:
+    """Duration, rate and channels without decoding (ffprobe for what libsndfile cannot read). Raises AudioError."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+        return Probe(info.frames / info.samplerate, int(info.samplerate), int(info.channels))
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    if shutil.which("ffprobe") is None:
+        raise AudioError("format not readable without ffmpeg (install ffmpeg)")
+    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+               "stream=sample_rate,channels:format=duration", "-of", "json", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        found = json.loads(result.stdout)
+        stream = found["streams"][0]
+        return Probe(float(found["format"]["duration"]), int(stream["sample_rate"]), int(stream["channels"]))
+    except (ValueError, KeyError, IndexError):
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise AudioError(f"cannot read audio ({lines[-1] if lines else 'no audio stream'})") from None
+
+
+def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
+    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError."""
+    path = Path(path)
+    _check_file(path)
     try:
         info = sf.info(str(path))
         readable = path

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from audio_io import write_text
 from config import STEPS, RunConfig
 
 EXAMPLES = """examples:
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--input", type=Path, help="an audio file, or a folder searched recursively for audio")
     io.add_argument("--output", type=Path, default=Path("results"), help="results folder (default: results)")
     io.add_argument("--interactive", action="store_true", help="answer questions instead of giving flags")
+    io.add_argument("--config", type=Path, default=None,
+                    help="TOML file setting any option by its flag name (e.g. chunk_duration = 60); "
+                         "flags given on the command line override it")
 
     stages = parser.add_argument_group("stages")
     stages.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
@@ -65,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one-minute denoise blocks sent to the model together (default: 2)")
     stages.add_argument("--vad_threshold", type=fraction, default=defaults.vad_threshold,
                         help="Silero speech probability threshold (default: 0.5)")
+    stages.add_argument("--min_speech_ms", type=positive(int), default=defaults.min_speech_ms,
+                        help="shorter speech bursts are dropped (default: 250)")
     stages.add_argument("--min_silence_ms", type=positive(int), default=defaults.min_silence_ms,
                         help="shorter pauses stay inside speech (default: 100)")
     stages.add_argument("--speech_pad_ms", type=int, default=defaults.speech_pad_ms,
@@ -115,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     control = parser.add_argument_group("run control")
     control.add_argument("--overwrite", action="store_true",
                          help="redo every file; by default a rerun skips files already done with the same settings")
+    control.add_argument("--dry_run", action="store_true",
+                         help="list the files, their durations, the planned parts and outputs, and an estimate of "
+                              "the run time, then exit without processing")
+    control.add_argument("--print_config", action="store_true",
+                         help="print the effective settings as a --config file, then exit")
     control.add_argument("--quiet", action="store_true", help="only errors and the final statistics")
     control.add_argument("--verbose", action="store_true", help="log every step to the console too")
     return parser
@@ -137,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         split_method=args.split_method, chunk_duration=args.chunk_duration, asr_backend=args.asr_backend,
         whisper_model=args.whisper_model, language=args.language, denoiser=args.denoiser,
         demucs_model=args.demucs_model, demucs_segment=args.demucs_segment, batch_size=pick("batch_size"),
-        vad_threshold=args.vad_threshold, min_silence_ms=args.min_silence_ms,
+        vad_threshold=args.vad_threshold, min_speech_ms=args.min_speech_ms, min_silence_ms=args.min_silence_ms,
         speech_pad_ms=args.speech_pad_ms, diarization_model=args.diarization_model,
         hf_token=args.hf_token or os.environ.get("HF_TOKEN"), num_speakers=args.num_speakers,
         min_speakers=args.min_speakers, max_speakers=args.max_speakers,
@@ -145,6 +156,60 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         segmentation_step=args.segmentation_step,
         embedding_batch_size=args.embedding_batch_size, models_dir=args.models_dir, use_gpu=args.use_gpu,
         gpu_memory_limit=pick("gpu_memory_limit"), workers=pick("workers"), timeout=args.timeout)
+
+
+NOT_IN_CONFIG_FILES = {"help", "config", "print_config", "prepare_models", "interactive"}
+
+
+def options_from_toml(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The options a --config file sets, checked and converted as the same flags would be."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as error:
+        parser.error(f"--config {path}: {error.strerror}")
+    except tomllib.TOMLDecodeError as error:
+        parser.error(f"--config {path}: not valid TOML ({error})")
+    actions = {action.dest: action for action in parser._actions if action.dest not in NOT_IN_CONFIG_FILES}
+    options = {}
+    for key, value in table.items():
+        action = actions.get(key)
+        if action is None:
+            parser.error(f"--config {path}: unknown option '{key}'")
+        try:
+            options[key] = _config_value(action, value)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            parser.error(f"--config {path}: {key} = {value!r}: {error}")
+    return options
+
+
+def _config_value(action: argparse.Action, value):
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    values = value if action.nargs == "+" else [value]
+    if action.nargs == "+" and not isinstance(value, list):
+        raise ValueError("must be a list, e.g. [\"split\", \"vad\"]")
+    converted = []
+    for item in values:
+        if isinstance(item, (bool, list, dict)):
+            raise ValueError("must be a single number or string")
+        item = action.type(str(item)) if action.type else str(item)
+        if action.choices and item not in action.choices:
+            raise ValueError(f"choose from {', '.join(map(str, action.choices))}")
+        converted.append(item)
+    return converted if action.nargs == "+" else converted[0]
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Flags, over a --config file's values, over the defaults."""
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**options_from_toml(parser, first.config))
+    return parser.parse_args(argv)
 
 
 def check_output_writable(output: Path) -> str | None:
@@ -158,16 +223,21 @@ def check_output_writable(output: Path) -> str | None:
     return None
 
 
+def input_files(config: RunConfig) -> list[Path]:
+    from audio_io import find_audio_files
+
+    output = config.output.resolve()
+    # results written inside the input folder are not inputs of the next run
+    return [file for file in find_audio_files(config.input) if not file.resolve().is_relative_to(output)]
+
+
 def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite: bool = False) -> int:
     """Process everything under config.input; 0 when every file succeeded, 1 otherwise."""
-    from audio_io import find_audio_files
     from pipeline import plan_jobs
     from runner import get_optimal_workers, run_batch, setup_logging
 
     setup_logging(config.output, verbose=verbose, quiet=quiet)
-    output = config.output.resolve()
-    # results written inside the input folder are not inputs of the next run
-    files = [file for file in find_audio_files(config.input) if not file.resolve().is_relative_to(output)]
+    files = input_files(config)
     if not files:
         print(f"error: no audio files found in {config.input}", file=sys.stderr)
         return 1
@@ -180,7 +250,7 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if args.prepare_models:
         from model_store import main as prepare
 
@@ -199,9 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input {config.input}: no such file or folder")
     if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:
         parser.error("--min_speakers is larger than --max_speakers")
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+    if args.dry_run:
+        from dry_run import dry_run
+
+        return dry_run(config, input_files(config))
     problem = check_output_writable(config.output)
     if problem:
         parser.error(problem)
+    write_text(config.output / "config.toml", config.to_toml())  # the run, repeatable with --config
     return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite)
 
 

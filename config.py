@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,3 +53,23 @@ class RunConfig:
         values["steps"] = list(self.steps)
         values["hf_token"] = "***" if self.hf_token else None
         return values
+
+    def to_toml(self) -> str:
+        """The settings as a --config file that repeats this run (the token is left out; unset values too)."""
+        lines = ["# audio_processing settings; rerun with: python audio_processing.py --config <this file>"]
+        for key, value in self.public_dict().items():
+            if key in ("input", "output", "models_dir") and value:
+                value = str(Path(value).absolute())  # the file repeats the run from any folder
+            if value is not None and key != "hf_token":
+                lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string

@@ -71,17 +71,17 @@ def _positive(kind):
 
 
 def describe_input(path: Path) -> str:
-    from audio_io import AudioError, find_audio_files
-    import soundfile
+    from audio_io import AudioError, find_audio_files, probe_audio
 
     files = find_audio_files(path)
-    seconds = 0.0
+    seconds, unreadable = 0.0, 0
     for file in files:
         try:
-            seconds += soundfile.info(str(file)).duration
-        except (RuntimeError, AudioError):
-            pass  # formats only ffmpeg reads are counted but not timed here
-    return f"  found {len(files)} audio file(s), {seconds / 60:.1f} min readable without decoding"
+            seconds += probe_audio(file).duration
+        except AudioError:
+            unreadable += 1
+    return (f"  found {len(files)} audio file(s), {seconds / 60:.1f} min of audio"
+            + (f" ({unreadable} unreadable: they will be reported)" if unreadable else ""))
 
 
 def ask_config(start: RunConfig | None = None, read=input) -> RunConfig | None:

@@ -68,7 +68,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         stages = build_stages(config.steps, config, models)
         parts: Iterator[Part] = iter([whole])
         for stage in stages:
-            parts = _timed(stage, parts, ctx, timings, models)
+            parts = _timed(stage, parts, ctx, timings, models, emit)
         for part in parts:
             ctx.parts.append(part)
             if part.reused and part.reused == set(job.fingerprints):
@@ -95,7 +95,8 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
     return report
 
 
-def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict, models) -> Iterator[Part]:
+def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict, models,
+           emit: Emit) -> Iterator[Part]:
     """stage.run over every part, timing only the stage's own work (not the stages upstream of it); a part
     this stage finished in an earlier run is restored instead (split restores its own parts)."""
     for part in parts:
@@ -105,6 +106,7 @@ def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict,
             stage.restore(part, earlier, ctx)
             yield part
             continue
+        emit("stage_started", {"stage": stage.name, "part": part.index})
         outputs = stage.run(part, ctx)
         while True:
             begun = time.perf_counter()

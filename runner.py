@@ -165,6 +165,7 @@ class BatchRun:
         bars = {"disable": True} if quiet else {"disable": None}  # None: shown on a terminal only
         self.files_bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, **bars)
         self.parts_bar = tqdm(desc="parts", unit="part", position=1, **bars)
+        self.activity: dict[int, str] = {}  # worker -> what it is doing, shown beside the parts bar
 
     def run(self) -> bool:
         """True when the run was interrupted (Ctrl-C)."""
@@ -206,6 +207,10 @@ class BatchRun:
         kind, worker_id, index, payload = event
         if kind == "file_started":  # the timeout runs from here, not from the worker's start-up
             pool.workers[worker_id].started = time.monotonic()
+        elif kind == "stage_started":
+            job = pool.workers[worker_id].job
+            self.activity[worker_id] = f"{job.source.name} {payload['stage']} #{payload['part']}" if job else ""
+            self.show_activity()
         elif kind == "part_done":
             append_manifest(self.manifest, payload)
             self.parts_bar.update(1)
@@ -214,8 +219,13 @@ class BatchRun:
 
     def finish(self, worker: Worker, report: dict) -> None:
         self.reports[worker.job.index] = report
+        self.activity.pop(worker.id, None)
+        self.show_activity()
         worker.job = None
         self.files_bar.update(1)
+
+    def show_activity(self) -> None:
+        self.parts_bar.set_postfix_str(" | ".join(self.activity[w] for w in sorted(self.activity)))
 
     def reap(self, pool: WorkerPool) -> None:
         """Fail and replace workers that died or ran past the timeout."""

@@ -111,7 +111,9 @@ def test_interactive_session(tmp_path, models_dir):
     answers = "\n".join([str(CLIPS[1]), str(output), "split vad", "nonsense", "time", "1", "", "", ""]) + "\n"
     result = run_cli("--interactive", input=answers, AUDIO_PROCESSING_MODELS=str(models_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "found 1 audio file(s)" in result.stdout
+    assert "found 1 audio file(s), 0.0 min of audio" in result.stdout  # 2.99 s
+    assert "GPU: none detected" in result.stdout and "Summary:" in result.stdout
+    assert (output / "config.toml").exists() and "PERFORMANCE STATISTICS" in result.stdout
     assert "choose one of: time, word_boundary" in result.stdout  # the bad answer was explained and asked again
     assert len(manifest(output)) == 3  # 2.99 s cut into 1 s parts
 
