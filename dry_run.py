@@ -55,6 +55,16 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:02.0f} min"
 
 
+def estimate(config: RunConfig, audio_seconds: float) -> str:
+    """About how long the run takes on this machine's CPU, and from which measured figures."""
+    cores = os.cpu_count() or 1
+    rates = stage_rates(config)
+    work = audio_seconds * sum(rates.values()) * MEASURED_CORES / cores  # CPU time scales with the cores
+    return (f"about {format_seconds(STARTUP_SECONDS + work)} (real-time factors measured on a {MEASURED_CORES}-core "
+            "CPU: " + ", ".join(f"{step} {rate:.3f}" for step, rate in rates.items())
+            + ("; a GPU is faster" if config.use_gpu else "") + ")")
+
+
 def dry_run(config: RunConfig, files: list[Path]) -> int:
     """Print the plan; 0 when every file can be read, 1 otherwise. Nothing is written."""
     from pipeline import plan_jobs
@@ -86,13 +96,8 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
     print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, config.toml, audio_processing.log")
     workers = max(1, min(config.workers or get_optimal_workers(), len(jobs)))
     cores = os.cpu_count() or 1
-    rates = stage_rates(config)
-    work = total * sum(rates.values()) * MEASURED_CORES / cores  # CPU time scales with the cores available
-    estimate = STARTUP_SECONDS + work
     print(f"Workers: {workers}, {max(1, cores // workers)} thread(s) each, on {cores} cores")
-    print(f"Estimated run time on the CPU: about {format_seconds(estimate)} (real-time factors measured on a "
-          f"{MEASURED_CORES}-core CPU: " + ", ".join(f"{step} {rate:.3f}" for step, rate in rates.items())
-          + ("; a GPU is faster" if config.use_gpu else "") + ")")
+    print(f"Estimated run time on the CPU: {estimate(config, total)}")
     if unreadable:
         print(f"{unreadable} file(s) cannot be processed (see above)")
     return 1 if unreadable else 0

@@ -70,7 +70,8 @@ def _positive(kind):
     return parse
 
 
-def describe_input(path: Path) -> str:
+def describe_input(path: Path) -> tuple[str, float]:
+    """What the input holds, for the user, and its total duration in seconds."""
     from audio_io import AudioError, find_audio_files, probe_audio
 
     files = find_audio_files(path)
@@ -81,19 +82,21 @@ def describe_input(path: Path) -> str:
         except AudioError:
             unreadable += 1
     return (f"  found {len(files)} audio file(s), {seconds / 60:.1f} min of audio"
-            + (f" ({unreadable} unreadable: they will be reported)" if unreadable else ""))
+            + (f" ({unreadable} unreadable: they will be reported)" if unreadable else "")), seconds
 
 
 def ask_config(start: RunConfig | None = None, read=input) -> RunConfig | None:
     """The prompt session; None when the user cancels (Ctrl-C, end of input, or 'n' at the end)."""
     import torch
 
+    from dry_run import estimate
     from runner import get_optimal_workers
 
     config = start or RunConfig(input=Path("."), output=Path("results"))
     try:
         source = ask("Input file or folder", str(config.input) if start else "", _existing_path, read)
-        print(describe_input(source))
+        found, audio_seconds = describe_input(source)
+        print(found)
         output = ask("Output folder", str(config.output), Path, read)
         steps = ask("Steps (any of split denoise vad diar)", " ".join(config.steps), _steps, read)
         method, chunk = config.split_method, config.chunk_duration
@@ -121,7 +124,9 @@ def ask_config(start: RunConfig | None = None, read=input) -> RunConfig | None:
         print("\nSummary:")
         for key in ("input", "output", "steps", "split_method", "chunk_duration", "denoiser", "use_gpu", "workers",
                     "whisper_model", "diarization_model"):
-            print(f"  {key}: {config.public_dict()[key]}")
+            value = config.public_dict()[key]
+            print(f"  {key}: {' '.join(value) if isinstance(value, list) else value}")
+        print(f"  estimated run time: {estimate(config, audio_seconds)}")
         if not ask("Run now (y/n)", "y", _yes_no, read):
             print("Cancelled.")
             return None
