@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     performance.add_argument("--use_gpu", action="store_true", help="use a CUDA GPU when one is available")
     performance.add_argument("--gpu_memory_limit", type=fraction, default=None,
                              help="share of the card's memory the run may use (default: 0.75)")
+    performance.add_argument("--backend", choices=("local", "ray"), default=defaults.backend,
+                             help="local: worker processes on this machine (default); ray: Ray actors, on a "
+                                  "cluster with --ray_address (needs requirements-ray.txt)")
+    performance.add_argument("--ray_address", default=None,
+                             help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start one here)")
     performance.add_argument("--timeout", type=positive(float), default=defaults.timeout,
                              help="seconds one file may take before it is stopped (default: 7200)")
 
@@ -155,7 +160,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         clustering_threshold=args.clustering_threshold, min_cluster_size=args.min_cluster_size,
         segmentation_step=args.segmentation_step,
         embedding_batch_size=args.embedding_batch_size, models_dir=args.models_dir, use_gpu=args.use_gpu,
-        gpu_memory_limit=pick("gpu_memory_limit"), workers=pick("workers"), timeout=args.timeout)
+        gpu_memory_limit=pick("gpu_memory_limit"), workers=pick("workers"), timeout=args.timeout,
+        backend=args.backend, ray_address=args.ray_address)
 
 
 NOT_IN_CONFIG_FILES = {"help", "config", "print_config", "prepare_models", "interactive"}
@@ -210,6 +216,14 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     if first.config:
         parser.set_defaults(**options_from_toml(parser, first.config))
     return parser.parse_args(argv)
+
+
+def ray_installed() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_output_writable(output: Path) -> str | None:
@@ -269,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input {config.input}: no such file or folder")
     if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:
         parser.error("--min_speakers is larger than --max_speakers")
+    if config.backend == "ray" and not ray_installed():
+        parser.error("--backend ray needs Ray, which is not installed: pip install -r requirements-ray.txt "
+                     "(or use the default --backend local)")
     if args.print_config:
         print(config.to_toml(), end="")
         return 0

@@ -46,6 +46,8 @@ class RunConfig:
     gpu_memory_limit: float = 0.75
     workers: int | None = None
     timeout: float = 7200.0
+    backend: str = "local"  # or "ray"
+    ray_address: str | None = None  # None: start a Ray instance on this machine
 
     def public_dict(self) -> dict:
         """The settings as JSON-friendly values, without secrets (saved with the results)."""

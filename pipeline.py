@@ -43,6 +43,15 @@ def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
             for i, (file, rel, stem) in enumerate(zip(files, relative, stems))]
 
 
+def part_collector(records: list[dict]) -> Emit:
+    """An emit that keeps the manifest records of finished parts: for running process_file directly."""
+    def emit(kind: str, payload: dict) -> None:
+        if kind == "part_done":
+            records.append(payload)
+
+    return emit
+
+
 def remove_leftovers(output: Path, job: FileJob) -> None:
     """What a killed worker leaves of a file: its scratch folder and half-written temporary files."""
     for scratch in output.glob(f".scratch-{job.index}-*"):

@@ -52,11 +52,8 @@ def threads_per_worker(workers: int) -> int:
 
 # ---- inside a worker process ----
 
-def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events) -> None:
-    # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
-    log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log_file, 2)
-    os.close(log_file)
+def worker_models(config: RunConfig, threads: int, events, device_index: int, processes_per_device: int):
+    """A worker's set-up, whatever runs it: thread counts, logging to the main process, its models."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(threads)
@@ -74,22 +71,37 @@ def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, 
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
 
+    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu, device_index=device_index,
+                           processes_per_device=processes_per_device)
+    return ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
+                        language=config.language)
+
+
+def run_job(job: FileJob, config: RunConfig, models, worker_id: int, events) -> dict:
+    """One file in a worker: its events go to the main process as they happen."""
+    def emit(kind: str, payload: dict) -> None:
+        events.put((kind, worker_id, job.index, payload))
+
+    emit("file_started", {})
+    return process_file(job, config, models, emit)
+
+
+def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events) -> None:
+    # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
+    log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_file, 2)
+    os.close(log_file)
+    import torch
+
     # Workers are spread over the cards; those on one card share its memory limit.
     cards = torch.cuda.device_count() if config.use_gpu and torch.cuda.is_available() else 1
-    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu, device_index=worker_id % cards,
+    models = worker_models(config, threads, events, device_index=worker_id % cards,
                            processes_per_device=-(-workers // cards))
-    models = ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
-                          language=config.language)
     while True:
         job = tasks.get()
         if job is None:
             break
-
-        def emit(kind: str, payload: dict, job=job) -> None:
-            events.put((kind, worker_id, job.index, payload))
-
-        emit("file_started", {})
-        report = process_file(job, config, models, emit)
+        report = run_job(job, config, models, worker_id, events)
         events.put(("file_done", worker_id, job.index, report))
     models.release()
 
@@ -99,10 +111,11 @@ def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, 
 @dataclass
 class Worker:
     id: int
-    process: mp.Process
-    tasks: object
+    process: object  # a multiprocessing.Process, or a Ray actor
+    tasks: object  # its job queue, or the Ray result of its current job
     job: FileJob | None = None
     started: float | None = None  # when the worker began the job (it may still be starting up)
+    error: str | None = None  # set by a pool that learns its job cannot finish
 
 
 def _failed_report(job: FileJob, error: str, seconds: float) -> dict:
@@ -111,6 +124,11 @@ def _failed_report(job: FileJob, error: str, seconds: float) -> dict:
 
 
 class WorkerPool:
+    """The local backend: worker processes on this machine, jobs and events over multiprocessing queues.
+
+    A pool (this one, or ray_backend.RayWorkerPool) gives BatchRun: workers, next_event, assign, failure,
+    replace and close."""
+
     def __init__(self, config: RunConfig, size: int, threads: int):
         self.context = mp.get_context("spawn")
         self.config, self.threads, self.size = config, threads, size
@@ -125,6 +143,18 @@ class WorkerPool:
         process.start()
         return Worker(worker_id, process, tasks)
 
+    def next_event(self, timeout: float):
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def failure(self, worker: Worker) -> str | None:
+        """Why a busy worker can no longer finish its job, or None while it can."""
+        if worker.process.is_alive():
+            return None
+        return f"worker process died (exit code {worker.process.exitcode})"
+
     def replace(self, worker: Worker) -> None:
         if worker.process.is_alive():
             worker.process.kill()
@@ -132,14 +162,8 @@ class WorkerPool:
         self.workers[worker.id] = self._start(worker.id)
 
     def assign(self, worker: Worker, job: FileJob) -> None:
-        worker.job, worker.started = job, None
+        worker.job, worker.started, worker.error = job, None, None
         worker.tasks.put(job)
-
-    def idle(self) -> list[Worker]:
-        return [w for w in self.workers if w.job is None]
-
-    def busy(self) -> list[Worker]:
-        return [w for w in self.workers if w.job is not None]
 
     def close(self, force: bool = False) -> None:
         for worker in self.workers:
@@ -156,8 +180,8 @@ class WorkerPool:
 class BatchRun:
     """The main process's side of a batch: hands out jobs, records events, replaces stuck workers."""
 
-    def __init__(self, config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool):
-        self.config, self.jobs = config, jobs
+    def __init__(self, config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool, backend: str = "local"):
+        self.config, self.jobs, self.backend = config, jobs, backend
         self.workers = max(1, min(workers, len(jobs)))
         self.threads = threads_per_worker(self.workers)
         self.manifest = config.output / "manifest.jsonl"
@@ -166,6 +190,7 @@ class BatchRun:
         self.files_bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, **bars)
         self.parts_bar = tqdm(desc="parts", unit="part", position=1, **bars)
         self.activity: dict[int, str] = {}  # worker -> what it is doing, shown beside the parts bar
+        self.recorded: set[tuple[str, int]] = set()  # parts in the manifest; a retried file's parts are not again
 
     def run(self) -> bool:
         """True when the run was interrupted (Ctrl-C)."""
@@ -174,23 +199,22 @@ class BatchRun:
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[variable] = str(self.threads)  # inherited by the spawned workers before torch loads
         pending = list(self.jobs)
-        pool = WorkerPool(self.config, self.workers, self.threads)
+        pool = self.make_pool()
         interrupted = False
         try:
-            while pending or pool.busy():
-                for worker in pool.idle():
-                    if pending:
+            while pending or busy(pool):
+                for worker in pool.workers:
+                    if worker.job is None and pending:
                         pool.assign(worker, pending.pop(0))
-                try:
-                    self.handle(pool, pool.events.get(timeout=0.5))
-                except queue.Empty:
-                    pass
+                event = pool.next_event(timeout=0.5)
+                if event is not None:
+                    self.handle(pool, event)
                 self.reap(pool)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: stopping the workers; finished files are kept, a rerun resumes")
         finally:
-            unfinished = [worker.job for worker in pool.busy()]
+            unfinished = [worker.job for worker in busy(pool)]
             pool.close(force=interrupted)
             for job in unfinished if interrupted else []:
                 remove_leftovers(self.config.output, job)
@@ -198,7 +222,7 @@ class BatchRun:
             self.parts_bar.close()
         return interrupted
 
-    def handle(self, pool: WorkerPool, event) -> None:
+    def handle(self, pool, event) -> None:
         if isinstance(event, logging.LogRecord):
             if event.name == "py.warnings":
                 event.levelno, event.levelname = logging.DEBUG, "DEBUG"
@@ -206,12 +230,16 @@ class BatchRun:
             return
         kind, worker_id, index, payload = event
         if kind == "file_started":  # the timeout runs from here, not from the worker's start-up
-            pool.workers[worker_id].started = time.monotonic()
+            worker = pool.workers[worker_id]
+            if worker.started is not None:
+                log.warning("%s: started again, its worker was restarted", worker.job.source)
+            worker.started = time.monotonic()
         elif kind == "stage_started":
             job = pool.workers[worker_id].job
             self.activity[worker_id] = f"{job.source.name} {payload['stage']} #{payload['part']}" if job else ""
             self.show_activity()
-        elif kind == "part_done":
+        elif kind == "part_done" and (payload["output"], payload["part"]) not in self.recorded:
+            self.recorded.add((payload["output"], payload["part"]))
             append_manifest(self.manifest, payload)
             self.parts_bar.update(1)
         elif kind == "file_done":
@@ -227,12 +255,12 @@ class BatchRun:
     def show_activity(self) -> None:
         self.parts_bar.set_postfix_str(" | ".join(self.activity[w] for w in sorted(self.activity)))
 
-    def reap(self, pool: WorkerPool) -> None:
+    def reap(self, pool) -> None:
         """Fail and replace workers that died or ran past the timeout."""
         now = time.monotonic()
-        for worker in pool.busy():
-            if not worker.process.is_alive():
-                error = f"worker process died (exit code {worker.process.exitcode})"
+        for worker in busy(pool):
+            error = pool.failure(worker)
+            if error:
                 self.drain(pool)  # what it sent before dying still counts
                 if worker.job is None:
                     pool.replace(worker)
@@ -247,12 +275,20 @@ class BatchRun:
             pool.replace(worker)
             remove_leftovers(self.config.output, job)
 
-    def drain(self, pool: WorkerPool) -> None:
-        while True:
-            try:
-                self.handle(pool, pool.events.get(timeout=0.2))
-            except queue.Empty:
-                return
+    def drain(self, pool) -> None:
+        while (event := pool.next_event(timeout=0.2)) is not None:
+            self.handle(pool, event)
+
+    def make_pool(self):
+        if self.backend == "ray":
+            from ray_backend import RayWorkerPool
+
+            return RayWorkerPool(self.config, self.workers, self.threads)
+        return WorkerPool(self.config, self.workers, self.threads)
+
+
+def busy(pool) -> list[Worker]:
+    return [worker for worker in pool.workers if worker.job is not None]
 
 
 def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool = False,
@@ -284,9 +320,11 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     reports, interrupted, used_workers = {}, False, 0
     if todo:
         disable_downloads_when_offline(log.info)
-        batch = BatchRun(config, todo, workers, quiet)
+        batch = BatchRun(config, todo, workers, quiet, backend=config.backend)
         interrupted = batch.run()
         reports, used_workers = batch.reports, batch.workers
+        for job in todo:  # no worker runs now: what a killed or retried attempt left can go
+            remove_leftovers(config.output, job)
     ordered = [reports[job.index] for job in todo if job.index in reports]
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)

@@ -59,7 +59,7 @@ def main() -> None:
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
     from model_store import disable_downloads_when_offline
-    from pipeline import FileJob, process_file
+    from pipeline import FileJob, part_collector, process_file
 
     disable_downloads_when_offline()
     torch.set_num_threads(args.threads)
@@ -83,7 +83,7 @@ def main() -> None:
                                    demucs_model=args.demucs_model, models_dir=args.models_dir)
                 records = []
                 report = process_file(FileJob(0, source, source.stem), config, models,
-                                      lambda kind, payload: records.append(payload))
+                                      part_collector(records))
                 if report["stages"]["denoise"]["method"] != args.denoiser:
                     raise SystemExit(f"{args.denoiser} did not run: {report['notes']}")
                 denoised, _ = sf.read(work / "out" / records[0]["outputs"]["denoise"], dtype="float64")

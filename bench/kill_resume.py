@@ -3,10 +3,11 @@ each time ends with the same outputs as an uninterrupted run, and no part finish
 
     .venv/bin/python bench/kill_resume.py [--seeds 5] [--kills 3] [--models_dir .models]
 
-Per seed: --kills runs, each killed after a random delay (uniform over the uninterrupted run's wall time), then
-a last run to the end. A part counts as redone when an output it had when a kill came is written again later
-(a new inode). The per-part RTTM is not counted: the file's speaker linking rewrites it on purpose at the end.
-Outputs are compared byte for byte with the uninterrupted run; manifests as sets of lines.
+Per seed: --kills runs, each killed at a random moment (after a random number of further parts, 0 included,
+plus a random 0-1.5 s), then a last run to the end. A part counts as redone when an output it had when a kill
+came is written again later (a new inode); the per-part RTTM is not counted, as the file's speaker linking
+rewrites it on purpose at the end. Outputs are compared byte for byte with the uninterrupted run; manifests as
+sets of lines.
 """
 
 from __future__ import annotations
@@ -37,15 +38,13 @@ def command(folder: Path, output: Path, args: list[str]) -> list[str]:
             "--quiet", *args]
 
 
-def run(folder: Path, output: Path, args: list[str], env: dict, kill_after: float | None = None,
-        kill_when=None) -> bool:
-    """One run; killed (whole process group, SIGKILL) after kill_after seconds or once kill_when(output) holds.
-    True when it was killed before it ended."""
+def run(folder: Path, output: Path, args: list[str], env: dict, kill_when=None) -> bool:
+    """One run; killed (whole process group, SIGKILL) once kill_when(output) holds. True when it was killed
+    before it ended."""
     process = subprocess.Popen(command(folder, output, args), cwd=ROOT, env={**os.environ, **env},
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    begun = time.monotonic()
     while process.poll() is None:
-        if (kill_after is not None and time.monotonic() - begun >= kill_after) or (kill_when and kill_when(output)):
+        if kill_when and kill_when(output):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return True
@@ -98,13 +97,27 @@ def mismatches(output: Path, reference: Path) -> list[str]:
     return problems
 
 
+class KillMoment:
+    """A random moment while the run works: once a random number of further parts is done (0 included: during
+    start-up or the first part), plus a random 0-1.5 s so that kills also land in the middle of a part."""
+
+    def __init__(self, rng: random.Random, done: int, total: int):
+        self.target = done + rng.randint(0, max(0, total - done - 1))
+        self.delay, self.reached = rng.uniform(0.0, 1.5), None
+
+    def __call__(self, output: Path) -> bool:
+        if self.reached is None and len(manifest(output)) >= self.target:
+            self.reached = time.monotonic()
+        return self.reached is not None and time.monotonic() - self.reached >= self.delay
+
+
 def kill_and_resume(folder: Path, output: Path, reference: Path, args: list[str], env: dict, seed: int,
-                    kills: int, longest: float) -> dict:
+                    kills: int, total_parts: int) -> dict:
     rng = random.Random(seed)
     killed, finished_at_kills = 0, []
     first_seen: dict[tuple[str, int], dict[Path, int]] = {}  # part -> its outputs when a kill first found it done
     for _ in range(kills):
-        if not run(folder, output, args, env, kill_after=rng.uniform(1.0, longest)):
+        if not run(folder, output, args, env, kill_when=KillMoment(rng, len(manifest(output)), total_parts)):
             break  # the run ended before its kill: nothing left to interrupt
         killed += 1
         finished = finished_outputs(output)
@@ -136,7 +149,7 @@ def main() -> None:
     totals = {"runs": 0, "kills": 0, "parts_redone": 0, "mismatches": 0}
     for seed in range(options.seeds):
         output = options.work / f"seed{seed}"
-        result = kill_and_resume(folder, output, reference, ARGS, env, seed, options.kills, longest)
+        result = kill_and_resume(folder, output, reference, ARGS, env, seed, options.kills, len(manifest(reference)))
         print(json.dumps(result))
         totals["runs"] += result["kills"] + 1
         totals["kills"] += result["kills"]

@@ -64,7 +64,7 @@ def main() -> None:
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
     from model_store import disable_downloads_when_offline
-    from pipeline import FileJob, process_file
+    from pipeline import FileJob, part_collector, process_file
     from test_vad import frame_f1, frames, reference_regions
 
     disable_downloads_when_offline()
@@ -75,7 +75,7 @@ def main() -> None:
     def run(source: Path, name: str, **options):
         config = RunConfig(input=source, output=work / name, models_dir=args.models_dir, **options)
         records = []
-        report = process_file(FileJob(0, source, source.stem), config, models, lambda k, p: records.append(p))
+        report = process_file(FileJob(0, source, source.stem), config, models, part_collector(records))
         assert report["status"] == "done", report
         return report, records, config.output
 

@@ -94,14 +94,14 @@ def model_manager(models_dir):
 def process(tmp_path, model_manager):
     """Run the pipeline on one file in this process; returns (report, manifest records, output folder)."""
     from config import RunConfig
-    from pipeline import FileJob, process_file
+    from pipeline import FileJob, part_collector, process_file
 
     def run(source: Path, **options):
         output = tmp_path / options.pop("output_name", "out")
         config = RunConfig(input=Path(source), output=output, models_dir=model_manager.models_dir, **options)
         records = []
         report = process_file(FileJob(0, Path(source), Path(source).stem), config, model_manager,
-                              lambda kind, payload: records.append(payload))
+                              part_collector(records))
         return report, records, output
 
     return run

@@ -25,13 +25,13 @@ def fake_gpu(models_dir):
 @pytest.fixture
 def process_with(tmp_path):
     from config import RunConfig
-    from pipeline import FileJob, process_file
+    from pipeline import FileJob, part_collector, process_file
 
     def run(models, source, name, **options):
         output = tmp_path / name
         config = RunConfig(input=source, output=output, models_dir=models.models_dir, **options)
         records = []
-        report = process_file(FileJob(0, source, source.stem), config, models, lambda k, p: records.append(p))
+        report = process_file(FileJob(0, source, source.stem), config, models, part_collector(records))
         return report, records, output
 
     return run
