@@ -7,6 +7,7 @@ queue. A worker that exceeds --timeout or dies is replaced, and its file is repo
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -31,6 +32,7 @@ from resume import (clear_outputs, finished_reports, fully_reused, prepare_redo,
 from reports import append_manifest, statistics_block, summarize
 
 log = logging.getLogger("audio_processing")
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(message)s"
 
 
@@ -86,7 +88,19 @@ def run_job(job: FileJob, config: RunConfig, models, worker_id: int, events) -> 
     return process_file(job, config, models, emit)
 
 
-def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker never outlives the main process (killed alone, by the OOM killer say) with its models in memory:
+    Linux kills it when its parent dies; elsewhere the job loop checks."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events, parent: int) -> None:
+    _die_with_parent(parent)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
     log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_file, 2)
@@ -98,7 +112,12 @@ def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, 
     models = worker_models(config, threads, events, device_index=worker_id % cards,
                            processes_per_device=-(-workers // cards))
     while True:
-        job = tasks.get()
+        try:
+            job = tasks.get(timeout=5)
+        except queue.Empty:
+            if os.getppid() != parent:
+                break
+            continue
         if job is None:
             break
         report = run_job(job, config, models, worker_id, events)
@@ -138,7 +157,8 @@ class WorkerPool:
     def _start(self, worker_id: int) -> Worker:
         tasks = self.context.Queue()
         process = self.context.Process(target=_worker_main, name=f"worker-{worker_id}",
-                                       args=(worker_id, self.size, self.config, self.threads, tasks, self.events),
+                                       args=(worker_id, self.size, self.config, self.threads, tasks, self.events,
+                                             os.getpid()),
                                        daemon=True)
         process.start()
         return Worker(worker_id, process, tasks)

@@ -184,3 +184,26 @@ def test_a_changed_option_redoes_only_the_stages_it_affects(tmp_path, models_dir
     for kind in ("parts", "denoised", "speech", "diarization"):  # nothing left of the 10-second parts
         named = {output / r["outputs"][k] for r in records for k in r["outputs"]}
         assert {p for p in (output / "sample" / kind).iterdir()} <= named
+
+
+def test_workers_do_not_outlive_a_killed_main_process(tmp_path, models_dir):
+    import psutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(4):
+        shutil.copy(CLIPS[0], folder / f"clip{index}.flac")
+    output = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
+               "--steps", "split", "vad", "--chunk_duration", "1", "--workers", "2"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "AUDIO_PROCESSING_MODELS": str(models_dir)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (output / "manifest.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers
+    process.kill()  # the main process only, as the OOM killer would
+    process.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive
