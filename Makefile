@@ -29,6 +29,8 @@ demo: models
 	@echo "Results are in demo_results/ (start with demo_results/sample/report.txt)"
 
 test: setup
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	AUDIO_PROCESSING_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -q tests
 
 clean:

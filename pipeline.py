@@ -18,6 +18,7 @@ from model_manager import ModelManager
 from reports import manifest_record, write_file_report
 from resume import own_files, settings_fingerprint
 from stages import FileContext, Part, Stage, build_stages
+from timeline import write_timeline
 
 log = logging.getLogger("audio_processing")
 
@@ -61,11 +62,16 @@ def remove_leftovers(output: Path, job: FileJob) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def rttm_file_id(source: Path) -> str:
+    """The input's stem, with whitespace replaced: RTTM fields are separated by whitespace."""
+    return "_".join(source.stem.split()) or "_"
+
+
 def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
     """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
     config.output.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{job.index}-", dir=config.output))
-    ctx = FileContext(source=job.source, file_id=job.source.stem, out_dir=config.output / job.key,
+    ctx = FileContext(source=job.source, file_id=rttm_file_id(job.source), out_dir=config.output / job.key,
                       output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier)
     timings: dict[str, float] = defaultdict(float)
     started, started_at = time.perf_counter(), time.time()
@@ -88,6 +94,10 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
             begun = time.perf_counter()
             stage.finish(ctx)
             timings[stage.name] += time.perf_counter() - begun
+        try:
+            write_timeline(ctx)
+        except Exception as problem:  # noqa: BLE001 - a picture that cannot be drawn does not fail the file
+            ctx.note(f"timeline.png not drawn: {type(problem).__name__}: {problem}")
     except AudioError as problem:
         status, error = "failed", str(problem)
     except Exception as problem:  # noqa: BLE001 - one file's failure must not stop the batch

@@ -24,6 +24,7 @@ import psutil
 from tqdm import tqdm
 
 from config import RunConfig
+from html_report import write_html_report
 from pipeline import FileJob, process_file, remove_leftovers
 from audio_io import write_json
 from model_store import disable_downloads_when_offline
@@ -351,6 +352,7 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
     summary["interrupted"] = interrupted
     write_json(config.output / "summary.json", summary)
+    write_html_report(config.output, summary, list(finished.values()) + ordered)
     block = statistics_block(summary)
     log.info("\n%s", block)
     if not quiet:

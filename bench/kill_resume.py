@@ -128,19 +128,31 @@ def kill_and_resume(folder: Path, output: Path, reference: Path, args: list[str]
             "parts_redone": redone(first_seen), "mismatches": mismatches(output, reference)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--kills", type=int, default=3)
+def bench_parser(doc: str, work: Path) -> argparse.ArgumentParser:
+    """The options the benchmarks that run the command line share."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/kill_resume"))
-    options = parser.parse_args()
-    env = {"AUDIO_PROCESSING_MODELS": str(options.models_dir.resolve())}
-    shutil.rmtree(options.work, ignore_errors=True)
-    folder = options.work / "in"
+    parser.add_argument("--work", type=Path, default=work, help="scratch folder (emptied first)")
+    return parser
+
+
+def prepare_inputs(work: Path) -> Path:
+    """A fresh work folder with the input recordings in work/in."""
+    shutil.rmtree(work, ignore_errors=True)
+    folder = work / "in"
     folder.mkdir(parents=True)
     for source in INPUTS:
         shutil.copy(source, folder / f"{source.parent.name}_{source.name}")
+    return folder
+
+
+def main() -> None:
+    parser = bench_parser(__doc__, Path("/tmp/kill_resume"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=3)
+    options = parser.parse_args()
+    env = {"AUDIO_PROCESSING_MODELS": str(options.models_dir.resolve())}
+    folder = prepare_inputs(options.work)
     reference = options.work / "reference"
     begun = time.monotonic()
     run(folder, reference, ARGS, env)

@@ -1,0 +1,100 @@
+"""report.html: the run on one page (statistics, one row per file with links to its picture and outputs).
+
+Self-contained: inline style, no script, relative links, so the results folder can be moved or served as is.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+from audio_io import write_text
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.4em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+tr.failed td { background: #fdecea; }
+.error { color: #b71c1c; }
+img.timeline { width: 300px; border: 1px solid #ddd; }
+td:first-child { word-break: break-all; }
+dl.stats { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1.5em; }
+dl.stats dt { color: #555; }
+"""
+
+
+def _link(href: str, text: str) -> str:
+    return f'<a href="{escape(quote(href))}">{escape(text)}</a>'
+
+
+def _seconds(value) -> str:
+    return "" if value is None else f"{value:.1f} s"
+
+
+def file_row(output: Path, report: dict) -> str:
+    key = report["output"]
+    status = report["status"]
+    duration = report.get("duration") or 0.0
+    speech = report.get("speech_duration")
+    ratio = f"{speech / duration:.0%}" if speech is not None and duration else ""
+    speakers = "" if report.get("speakers") is None else str(report["speakers"])
+    links = [_link(f"{key}/{name}", name) for name in ("report.txt", "report.json")
+             if (output / key / name).exists()]
+    if (output / key).is_dir():
+        links.append(_link(f"{key}/", "outputs"))
+    picture = ""
+    if (output / key / "timeline.png").exists():
+        picture = (f'<a href="{escape(quote(f"{key}/timeline.png"))}"><img class="timeline" alt="timeline of '
+                   f'{escape(key)}" src="{escape(quote(f"{key}/timeline.png"))}"></a>')
+    error = f'<div class="error">{escape(report["error"])}</div>' if report.get("error") else ""
+    notes = "".join(f"<div>{escape(note)}</div>" for note in report.get("notes") or [])
+    return (f'<tr class="{escape(status)}" data-status="{escape(status)}">'
+            f"<td>{escape(report['source'])}{error}{notes}</td>"
+            f'<td class="number">{_seconds(duration)}</td><td class="number">{report.get("parts", 0)}</td>'
+            f'<td class="number">{ratio}</td><td class="number">{speakers}</td>'
+            f'<td class="number">{_seconds(report.get("processing_seconds"))}</td>'
+            f"<td>{escape(status)}</td><td>{' · '.join(links)}</td><td>{picture}</td></tr>")
+
+
+def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
+    rtf = summary.get("real_time_factor")
+    stats = {
+        "Files processed": summary["files_processed"], "Files failed": summary["files_failed"],
+        "Files skipped (done earlier)": summary.get("files_skipped", 0),
+        "Parts kept from an earlier run": summary.get("parts_reused", 0),
+        "Audio processed": f"{summary['audio_hours']:.3f} hours in {summary['parts']} parts",
+        "Wall time": f"{summary['wall_seconds']:.1f} s",
+        "Real-time factor": "n/a" if rtf is None else f"{rtf:.3f}",
+        "Workers": summary["workers"],
+        "Speed-up from parallelization": f"~{summary['speedup_from_parallelization']:.1f}x",
+        "GPU used": "yes" if summary["gpu_used"] else "no",
+        "Time per stage": ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["stage_seconds"].items())
+        or "none",
+    }
+    rows = "\n".join(file_row(output, report) for report in sorted(reports, key=lambda r: r["source"]))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>audio_processing: {escape(str(output))}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>audio_processing results</h1>
+<p>{escape(str(output))}{' (interrupted: a rerun resumes)' if summary.get('interrupted') else ''}</p>
+<dl class="stats" id="statistics">
+{''.join(f'<dt>{escape(name)}</dt><dd>{escape(str(value))}</dd>' for name, value in stats.items())}
+</dl>
+<h2>Files</h2>
+<table id="files">
+<thead><tr><th>file</th><th>duration</th><th>parts</th><th>speech</th><th>speakers</th><th>time</th>
+<th>status</th><th>outputs</th><th>timeline</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+<p>Run files: {_link('summary.json', 'summary.json')} · {_link('manifest.jsonl', 'manifest.jsonl')} ·
+{_link('config.toml', 'config.toml')} · {_link('audio_processing.log', 'audio_processing.log')}</p>
+</body></html>
+"""
+    path = output / "report.html"
+    write_text(path, page)
+    return path
