@@ -92,8 +92,9 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
     print("\n".join(rows))
     print(f"Steps: {describe_steps(config)}")
     outputs = [path for step in config.steps for path in OUTPUTS[step]]
-    print(f"Outputs per file: {', '.join(outputs + ['report.txt', 'report.json'])}")
-    print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, config.toml, audio_processing.log")
+    print(f"Outputs per file: {', '.join(outputs + ['timeline.png', 'report.txt', 'report.json'])}")
+    print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
+          "audio_processing.log")
     workers = max(1, min(config.workers or get_optimal_workers(), len(jobs)))
     cores = os.cpu_count() or 1
     print(f"Workers: {workers}, {max(1, cores // workers)} thread(s) each, on {cores} cores")
