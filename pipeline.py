@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from audio_io import AudioError, open_audio
+from audio_io import AudioError, open_audio, probe_audio
 from config import RunConfig
 from model_manager import ModelManager
 from reports import manifest_record, write_file_report
@@ -32,6 +34,8 @@ class FileJob:
     key: str  # the file's output folder, relative to the output root
     fingerprints: dict[str, str] = field(default_factory=dict)  # stage -> fingerprint of what shapes its output
     earlier: dict[int, dict] = field(default_factory=dict)  # part -> its record from an earlier run, if reusable
+    shard: tuple[int, int | None] | None = None  # only these parts [first, end), for another worker; no report
+    carried: dict = field(default_factory=dict)  # what the file's shards spent: seconds per stage, parts done
 
 
 def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
@@ -53,13 +57,50 @@ def part_collector(records: list[dict]) -> Emit:
     return emit
 
 
+def shard_jobs(config: RunConfig, jobs: list[FileJob], workers: int) -> list[FileJob]:
+    """With fewer files than twice the workers, cut each time-split file into shards of consecutive parts, so
+    the parts of one long file are spread over the workers. Each shard is a job; when all of a file's shards are
+    done, the file's own job restores their parts and links speakers, draws and reports (see runner.BatchRun).
+    A word-boundary split is not sharded: each cut depends on the one before."""
+    if workers < 2 or len(jobs) >= 2 * workers or "split" not in config.steps or config.split_method != "time":
+        return jobs
+    planned = []
+    for job in jobs:
+        try:
+            probe = probe_audio(job.source)
+        except AudioError:
+            planned.append(job)  # its own job reports the problem
+            continue
+        parts = math.ceil(round(probe.duration * probe.sample_rate) / max(1, round(config.chunk_duration
+                                                                                   * probe.sample_rate)))
+        count = min(parts, math.ceil(2 * workers / len(jobs)))
+        if count < 2:
+            planned.append(job)
+            continue
+        bounds = [round(k * parts / count) for k in range(count)] + [None]  # the last shard runs to the end
+        planned += [replace(job, shard=(first, end)) for first, end in zip(bounds, bounds[1:])]
+    return planned
+
+
+def _scratch_prefix(job: FileJob) -> str:
+    return f".scratch-{job.index}-" + (f"s{job.shard[0]}-" if job.shard else "")
+
+
 def remove_leftovers(output: Path, job: FileJob) -> None:
-    """What a killed worker leaves of a file: its scratch folder and half-written temporary files."""
-    for scratch in output.glob(f".scratch-{job.index}-*"):
+    """What a killed worker leaves of a file (or of a shard's parts): scratch folder, half-written temp files."""
+    for scratch in output.glob(f"{_scratch_prefix(job)}*"):
         shutil.rmtree(scratch, ignore_errors=True)
     for leftover in own_files(output / job.key):
-        if leftover.name.startswith(".") and ".tmp" in leftover.name:
+        if leftover.name.startswith(".") and ".tmp" in leftover.name and _in_shard(job, leftover.name):
             leftover.unlink(missing_ok=True)
+
+
+def _in_shard(job: FileJob, name: str) -> bool:
+    if job.shard is None:
+        return True
+    found = re.match(r"\.part_(\d+)\.", name)
+    first, end = job.shard
+    return bool(found) and int(found.group(1)) >= first and (end is None or int(found.group(1)) < end)
 
 
 def rttm_file_id(source: Path) -> str:
@@ -70,10 +111,13 @@ def rttm_file_id(source: Path) -> str:
 def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
     """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
     config.output.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{job.index}-", dir=config.output))
+    scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=config.output))
     ctx = FileContext(source=job.source, file_id=rttm_file_id(job.source), out_dir=config.output / job.key,
-                      output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier)
-    timings: dict[str, float] = defaultdict(float)
+                      output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier,
+                      shard=job.shard)
+    timings: dict[str, float] = defaultdict(float, job.carried.get("seconds", {}))
+    if job.shard:
+        log.info("%s: parts %d to %s", job.source, job.shard[0], job.shard[1] - 1 if job.shard[1] else "the end")
     started, started_at = time.perf_counter(), time.time()
     status, error, reused = "done", None, 0
     try:
@@ -90,14 +134,8 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
                 reused += 1  # nothing redone: its manifest line from the earlier run was kept
             else:
                 emit("part_done", manifest_record(job, part, ctx))
-        for stage in stages:
-            begun = time.perf_counter()
-            stage.finish(ctx)
-            timings[stage.name] += time.perf_counter() - begun
-        try:
-            write_timeline(ctx)
-        except Exception as problem:  # noqa: BLE001 - a picture that cannot be drawn does not fail the file
-            ctx.note(f"timeline.png not drawn: {type(problem).__name__}: {problem}")
+        if job.shard is None:  # a shard's parts are finished by the file's own job
+            finish_file(ctx, stages, timings)
     except AudioError as problem:
         status, error = "failed", str(problem)
     except Exception as problem:  # noqa: BLE001 - one file's failure must not stop the batch
@@ -105,13 +143,27 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         log.debug("%s failed", job.source, exc_info=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if error:
-        log.error("%s: %s", job.source, error)
-    report = write_file_report(ctx, job, status, error, dict(timings), time.perf_counter() - started,
-                               device=models.gpu.device_label, worker=os.getpid(), started_at=started_at,
-                               settings=settings_fingerprint(job.fingerprints), parts_reused=reused)
+    if error:  # a shard's error comes again from the file's own job: said once
+        log.log(logging.DEBUG if job.shard else logging.ERROR, "%s: %s", job.source, error)
+    seconds = time.perf_counter() - started + job.carried.get("processing", 0.0)
+    report = write_file_report(ctx, job, status, error, dict(timings), seconds, device=models.gpu.device_label,
+                               worker=os.getpid(), started_at=job.carried.get("started_at", started_at),
+                               settings=settings_fingerprint(job.fingerprints),
+                               parts_reused=reused - job.carried.get("parts", 0), write=job.shard is None)
     models.gpu.cleanup()
     return report
+
+
+def finish_file(ctx: FileContext, stages: list[Stage], timings: dict) -> None:
+    """Whole-file outputs, once every part is done: the stages' own (speaker linking, RTTM), then the picture."""
+    for stage in stages:
+        begun = time.perf_counter()
+        stage.finish(ctx)
+        timings[stage.name] += time.perf_counter() - begun
+    try:
+        write_timeline(ctx)
+    except Exception as problem:  # noqa: BLE001 - a picture that cannot be drawn does not fail the file
+        ctx.note(f"timeline.png not drawn: {type(problem).__name__}: {problem}")
 
 
 def _timed(stage: Stage, parts: Iterator[Part], ctx: FileContext, timings: dict, models,

@@ -29,7 +29,8 @@ def append_manifest(path: Path, record: dict) -> None:
 
 
 def write_file_report(ctx, job, status: str, error: str | None, timings: dict, seconds: float, device: str,
-                      worker: int, started_at: float, settings: str, parts_reused: int = 0) -> dict:
+                      worker: int, started_at: float, settings: str, parts_reused: int = 0,
+                      write: bool = True) -> dict:
     info = ctx.source_info
     duration = info.duration if info else 0.0
     stages = {name: dict(details) for name, details in ctx.stage_info.items()}
@@ -47,7 +48,7 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "real_time_factor": round(seconds / duration, 4) if duration else None, "device": device, "worker": worker,
         "started_at": round(started_at, 3), "settings": settings,
     }
-    if ctx.out_dir.exists() or status == "done":
+    if write and (ctx.out_dir.exists() or status == "done"):
         write_json(ctx.out_dir / "report.json", report)
         write_text(ctx.out_dir / "report.txt", report_text(report))
     return report

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from logging.handlers import QueueHandler
 from pathlib import Path
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from config import RunConfig
 from html_report import write_html_report
-from pipeline import FileJob, process_file, remove_leftovers
+from pipeline import FileJob, process_file, remove_leftovers, shard_jobs
 from audio_io import write_json
 from model_store import disable_downloads_when_offline
 from resume import (clear_outputs, finished_reports, fully_reused, prepare_redo, read_manifest, reusable_parts,
@@ -203,7 +204,10 @@ class BatchRun:
 
     def __init__(self, config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool, backend: str = "local"):
         self.config, self.jobs, self.backend = config, jobs, backend
-        self.workers = max(1, min(workers, len(jobs)))
+        self.pending = list(shard_jobs(config, jobs, workers))  # long files' parts shared out when files are few
+        self.shards_left = Counter(job.index for job in self.pending if job.shard)
+        self.carried: dict[int, dict] = {}  # file -> what its finished shards spent
+        self.workers = max(1, min(workers, len(self.pending)))
         self.threads = threads_per_worker(self.workers)
         self.manifest = config.output / "manifest.jsonl"
         self.reports: dict[int, dict] = {}
@@ -215,18 +219,18 @@ class BatchRun:
 
     def run(self) -> bool:
         """True when the run was interrupted (Ctrl-C)."""
-        log.info("processing %d file(s) with %d worker(s), %d thread(s) each", len(self.jobs), self.workers,
-                 self.threads)
+        log.info("processing %d file(s) with %d worker(s), %d thread(s) each%s", len(self.jobs), self.workers,
+                 self.threads, f"; {len(self.shards_left)} long file(s) shared out in {sum(self.shards_left.values())}"
+                 " shards" if self.shards_left else "")
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[variable] = str(self.threads)  # inherited by the spawned workers before torch loads
-        pending = list(self.jobs)
         pool = self.make_pool()
         interrupted = False
         try:
-            while pending or busy(pool):
+            while self.pending or busy(pool):
                 for worker in pool.workers:
-                    if worker.job is None and pending:
-                        pool.assign(worker, pending.pop(0))
+                    if worker.job is None and self.pending:
+                        pool.assign(worker, self.pending.pop(0))
                 event = pool.next_event(timeout=0.5)
                 if event is not None:
                     self.handle(pool, event)
@@ -267,11 +271,31 @@ class BatchRun:
             self.finish(pool.workers[worker_id], payload)
 
     def finish(self, worker: Worker, report: dict) -> None:
-        self.reports[worker.job.index] = report
+        job = worker.job
         self.activity.pop(worker.id, None)
         self.show_activity()
         worker.job = None
+        if job.shard:
+            self.shard_done(job, report)
+            return
+        self.reports[job.index] = report
         self.files_bar.update(1)
+
+    def shard_done(self, shard: FileJob, report: dict) -> None:
+        """Once a file's last shard is in, its own job goes first in line: it restores the shards' parts (and
+        redoes any a failed shard left), links speakers, draws and reports."""
+        carried = self.carried.setdefault(shard.index, {"seconds": {}, "processing": 0.0, "parts": 0})
+        for name, details in report.get("stages", {}).items():
+            carried["seconds"][name] = carried["seconds"].get(name, 0.0) + details.get("seconds", 0.0)
+        carried["processing"] += report.get("processing_seconds", 0.0)
+        carried["parts"] += report.get("parts", 0) - report.get("parts_reused", 0)
+        if report.get("started_at"):
+            carried["started_at"] = min(carried.get("started_at", report["started_at"]), report["started_at"])
+        self.shards_left[shard.index] -= 1
+        if self.shards_left[shard.index] == 0:
+            job = next(job for job in self.jobs if job.index == shard.index)
+            earlier = reusable_parts(self.config.output, job, read_manifest(self.config.output))
+            self.pending.insert(0, replace(job, earlier=earlier, carried=carried))
 
     def show_activity(self) -> None:
         self.parts_bar.set_postfix_str(" | ".join(self.activity[w] for w in sorted(self.activity)))

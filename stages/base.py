@@ -87,6 +87,7 @@ class FileContext:
     stage_info: dict[str, dict] = field(default_factory=dict)  # per stage: method, model, device...
     parts: list[Part] = field(default_factory=list)  # finished parts
     earlier: dict[int, dict] = field(default_factory=dict)  # part index -> its manifest record from an earlier run
+    shard: tuple[int, int | None] | None = None  # only parts [first, end) of the file, when it is shared out
 
     def output_path(self, kind: str, part: Part, suffix: str) -> Path:
         return self.out_dir / kind / f"{part.name}{suffix}"

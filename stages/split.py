@@ -51,8 +51,9 @@ class Split(Stage):
         transcriber = None  # loaded when the first part must be cut at a word boundary
         word_cuts = self.config.split_method == "word_boundary"
         chunk = max(1, round(self.config.chunk_duration * whole.sample_rate))
-        start, index = 0, 0
-        while start < whole.frames:
+        first, stop = ctx.shard or (0, None)  # shards exist for time splits only: part i starts at i * chunk
+        start, index = first * chunk, first
+        while start < whole.frames and (stop is None or index < stop):
             earlier = ctx.earlier.get(index)
             if earlier and earlier.get("start_frame") == start and self.name in earlier["reusable"]:
                 part = self._restore_part(whole, earlier, ctx)
