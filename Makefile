@@ -26,7 +26,7 @@ models: setup
 demo: models
 	$(PY) audio_processing.py --input tests/data/pyannote_sample/sample.flac --output demo_results \
 		--models_dir $(MODELS) --split_method word_boundary --chunk_duration 15
-	@echo "Results are in demo_results/ (start with demo_results/sample/report.txt)"
+	@echo "Results are in demo_results/ (open demo_results/report.html, or read demo_results/sample/report.txt)"
 
 test: setup
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
