@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from conftest import DATA, ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -94,8 +96,11 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
 def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
     folder = tmp_path / "in"
     folder.mkdir()
-    for index in range(6):
-        shutil.copy(CLIPS[0], folder / f"clip{index}.flac")
+    import soundfile as sf
+
+    audio, rate = sf.read(CLIPS[0], dtype="int16")
+    for index in range(10):  # 35 s each: enough work left after the second file that the run cannot end first
+        sf.write(folder / f"clip{index}.flac", np.tile(audio, 5), rate)
     output = tmp_path / "out"
     command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
                "--steps", "split", "vad", "--chunk_duration", "1", "--workers", "1"]
@@ -107,10 +112,10 @@ def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
     time.sleep(0.3)  # the main process has taken in the first file's result
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["interrupted"] and 1 <= summary["files_processed"] < 6
+    assert summary["interrupted"] and 1 <= summary["files_processed"] < 10
     assert "PERFORMANCE STATISTICS" in stdout
     assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
     assert not [p for p in psutil_children(process.pid)]
