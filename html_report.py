@@ -62,7 +62,8 @@ def file_row(output: Path, report: dict) -> str:
 def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
     rtf = summary.get("real_time_factor")
     stats = {
-        "Files processed": summary["files_processed"], "Files failed": summary["files_failed"],
+        "Files": summary.get("files_total", len(reports)), "Files processed": summary["files_processed"],
+        "Files failed": summary["files_failed"],
         "Files skipped (done earlier)": summary.get("files_skipped", 0),
         "Parts kept from an earlier run": summary.get("parts_reused", 0),
         "Audio processed": f"{summary['audio_hours']:.3f} hours in {summary['parts']} parts",

@@ -14,6 +14,7 @@ import numpy as np
 from audio_io import AudioInfo, as_float, atomic_path, iter_blocks
 
 COLUMNS = 1200  # waveform resolution: one min/max pair per pixel column
+BLOCK_FRAMES = 1 << 18  # frames read at a time (a few MB)
 SIZE, DPI = (12, 4), 100
 WAVE_AXES = [0.07, 0.42, 0.9, 0.48]  # left, bottom, width, height as figure fractions: fixed, so tests can locate
 TURN_AXES = [0.07, 0.1, 0.9, 0.25]  # the waveform and the speaker lanes in pixels
@@ -22,18 +23,21 @@ CUT_COLOUR = "#d62728"
 
 
 def envelope(info: AudioInfo, columns: int = COLUMNS) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest value (mono, float) in each of `columns` equal slices of the file."""
+    """Lowest and highest value (mono, float) in each of `columns` equal slices of the file. Blocks have a fixed
+    size, not a column's, so memory stays flat however long the file is; a column may span several blocks."""
     per_column = max(1, -(-info.frames // columns))
-    lows, highs = [], []
-    for block in iter_blocks(info, 0, info.frames, per_column * 64):
+    count = -(-info.frames // per_column)
+    lows, highs = np.full(count, np.inf, np.float32), np.full(count, -np.inf, np.float32)
+    start = 0
+    for block in iter_blocks(info, 0, info.frames, BLOCK_FRAMES):
         mono = as_float(block).mean(axis=1)
-        pad = -len(mono) % per_column
-        if pad:  # the last slice is shorter: repeat its last value
-            mono = np.concatenate([mono, np.full(pad, mono[-1], dtype=mono.dtype)])
-        slices = mono.reshape(-1, per_column)
-        lows.append(slices.min(axis=1))
-        highs.append(slices.max(axis=1))
-    return np.concatenate(lows), np.concatenate(highs)
+        first = start // per_column  # the column this block starts in; the others start at column boundaries
+        bounds = np.concatenate([[0], np.arange((first + 1) * per_column - start, len(mono), per_column)])
+        index = np.arange(first, first + len(bounds))
+        lows[index] = np.minimum(lows[index], np.minimum.reduceat(mono, bounds))
+        highs[index] = np.maximum(highs[index], np.maximum.reduceat(mono, bounds))
+        start += len(mono)
+    return lows, highs
 
 
 def read_turns(rttm: Path) -> list[tuple[float, float, str]]:

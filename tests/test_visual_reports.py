@@ -64,6 +64,29 @@ def test_timeline_shows_speech_where_the_vad_found_it(results):
     assert in_speech[1] > in_speech[0] + 0.08 and in_speech[1] > in_speech[2] + 0.08  # green shading
 
 
+def test_waveform_envelope_streams_in_small_blocks(monkeypatch, tmp_path):
+    """The min/max per column a whole-file read gives, from small blocks that columns span (flat memory)."""
+    import timeline
+    from audio_io import as_float, open_audio, read_frames
+
+    info = open_audio(DATA / "pyannote_sample" / "sample.flac", tmp_path)
+    sizes, real = [], timeline.iter_blocks
+
+    def recording(*args, **kwargs):
+        for block in real(*args, **kwargs):
+            sizes.append(len(block))
+            yield block
+
+    monkeypatch.setattr(timeline, "iter_blocks", recording)
+    monkeypatch.setattr(timeline, "BLOCK_FRAMES", 4099)  # not a divisor of a column
+    lows, highs = timeline.envelope(info, columns=37)
+    mono = as_float(read_frames(info, 0, info.frames)).mean(axis=1)
+    per_column = -(-info.frames // 37)
+    expected = [(mono[i:i + per_column].min(), mono[i:i + per_column].max()) for i in range(0, len(mono), per_column)]
+    assert np.allclose(np.c_[lows, highs], expected)
+    assert max(sizes) <= 4099 and sum(sizes) == info.frames
+
+
 class Table(HTMLParser):
     """Rows of the table with id="files" and every link on the page, as the browser's DOM has them."""
 
@@ -105,6 +128,8 @@ def test_html_report_as_chromium_renders_it(results, tmp_path):
     odd = next(row for row in table.rows if "quoted" in row["text"])
     assert ODD_NAME in odd["text"]  # quotes, ampersand and markup shown as text, not parsed
     assert "30.0 s" in next(row for row in table.rows if "sample.flac" in row["text"])["text"]
+    statistics = dom.stdout[dom.stdout.index('id="statistics"'):dom.stdout.index('id="files"')]
+    assert "<dt>Files</dt><dd>3</dd>" in statistics and "<dt>Files failed</dt><dd>1</dd>" in statistics
     assert len(table.images) == 2
     for href in table.links + table.images:
         assert (results / unquote(href)).exists(), href
