@@ -104,8 +104,11 @@ def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
     output = tmp_path / "out"
     command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
                "--steps", "split", "vad", "--chunk_duration", "1", "--workers", "1"]
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so (as it should, for nohup and &):
+    # when the suite runs in the background (CI), the tool must still get the Ctrl-C a terminal would send it.
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "AUDIO_PROCESSING_MODELS": str(models_dir)},
-                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list(output.glob("*/report.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
