@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from audio_io import write_text
-from config import STEPS, RunConfig
+from config import COMPUTE_TYPES, STEPS, RunConfig
 
 EXAMPLES = """examples:
   python audio_processing.py --input audio.mp3 --output results
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Whisper model name or path (checkpoint .pt or CTranslate2 folder; default: base)")
     models.add_argument("--asr_backend", choices=("faster-whisper", "openai-whisper"), default=defaults.asr_backend,
                         help="speech recognition engine for word_boundary split (default: faster-whisper)")
+    models.add_argument("--asr_compute_type", choices=COMPUTE_TYPES, default=defaults.asr_compute_type,
+                        help="faster-whisper precision (default: auto = int8 on CPU, float16 on GPU; "
+                             "see OPTIMIZATION.md for speed and word differences)")
     models.add_argument("--language", default=None, help="spoken language code, e.g. en (default: detect)")
     models.add_argument("--demucs_model", default=defaults.demucs_model,
                         help="Demucs model name or repo folder (default: htdemucs)")
@@ -151,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         input=args.input, output=args.output, steps=tuple(s for s in STEPS if s in args.steps),
         split_method=args.split_method, chunk_duration=args.chunk_duration, asr_backend=args.asr_backend,
+        asr_compute_type=args.asr_compute_type,
         whisper_model=args.whisper_model, language=args.language, denoiser=args.denoiser,
         demucs_model=args.demucs_model, demucs_segment=args.demucs_segment, batch_size=pick("batch_size"),
         vad_threshold=args.vad_threshold, min_speech_ms=args.min_speech_ms, min_silence_ms=args.min_silence_ms,
@@ -279,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.input is None:
             parser.error("--input is required (or use --interactive)")
         config = config_from_args(args)
+    if config.asr_compute_type != "auto" and config.asr_backend != "faster-whisper":
+        parser.error("--asr_compute_type applies to faster-whisper; openai-whisper runs float32 on CPU, "
+                     "float16 on GPU")
     if not config.input.exists():
         parser.error(f"--input {config.input}: no such file or folder")
     if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:

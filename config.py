@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STEPS = ("split", "denoise", "vad", "diar")
+COMPUTE_TYPES = ("auto", "int8", "float32", "float16", "int8_float16")  # CTranslate2's names
 
 
 @dataclass
@@ -18,6 +19,7 @@ class RunConfig:
     split_method: str = "time"
     chunk_duration: float = 300.0
     asr_backend: str = "faster-whisper"
+    asr_compute_type: str = "auto"  # faster-whisper: int8 on CPU, float16 on GPU
     whisper_model: str = "base"
     language: str | None = None
     # denoise

@@ -78,7 +78,7 @@ def worker_models(config: RunConfig, threads: int, events, device_index: int, pr
     gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu, device_index=device_index,
                            processes_per_device=processes_per_device)
     return ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
-                        language=config.language)
+                        language=config.language, asr_compute_type=config.asr_compute_type)
 
 
 def run_job(job: FileJob, config: RunConfig, models, worker_id: int, events) -> dict:

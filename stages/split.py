@@ -44,6 +44,8 @@ class Split(Stage):
         values = {"method": config.split_method, "chunk_duration": config.chunk_duration}
         if config.split_method == "word_boundary":
             values.update(asr_backend=config.asr_backend, whisper_model=config.whisper_model, language=config.language)
+            if config.asr_compute_type != "auto":  # auto stays out, so earlier runs' fingerprints still match
+                values["asr_compute_type"] = config.asr_compute_type
         return values
 
     def run(self, whole: Part, ctx: FileContext) -> Iterator[Part]:

@@ -131,6 +131,8 @@ def test_interactive_end_of_input_cancels_cleanly(tmp_path):
     (["--input", "/no/such/folder"], "no such file or folder"),
     (["--input", "x.wav", "--gpu_memory_limit", "1.5"], "must be between 0 and 1"),
     (["--input", "x.wav", "--split_method", "sentences"], "invalid choice: 'sentences'"),
+    (["--input", "x.wav", "--asr_backend", "openai-whisper", "--asr_compute_type", "int8"],
+     "--asr_compute_type applies to faster-whisper"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, arguments, message):
     result = run_cli(*[tmp_path / a if a == "x.wav" else a for a in arguments])
