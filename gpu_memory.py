@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 from typing import Callable, TypeVar
-
-import torch
 
 GB = 1024 ** 3
 DEFAULT_MEMORY_LIMIT = 0.75
@@ -22,7 +21,8 @@ log = logging.getLogger("audio_processing")
 
 def is_out_of_memory(error: BaseException) -> bool:
     """torch raises OutOfMemoryError; CTranslate2 and others raise RuntimeError('... out of memory ...')."""
-    if isinstance(error, torch.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # not imported: the error cannot be torch's (the main process never imports it)
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, (RuntimeError, MemoryError)) and "out of memory" in str(error).lower()
 
@@ -32,7 +32,11 @@ class GPUMemoryManager:
                  device_index: int = 0, processes_per_device: int = 1):
         if not 0.0 <= memory_limit <= 1.0:
             raise ValueError(f"memory_limit must be between 0 and 1, got {memory_limit}")
-        self.cuda = cuda if cuda is not None else torch.cuda
+        if cuda is None:
+            import torch  # here, not at the top: the main process imports this module and needs no torch (~400 MB)
+
+            cuda = torch.cuda
+        self.cuda = cuda
         self.memory_limit = memory_limit
         self.device_index = device_index
         # Workers that share one card share its limit: each process gets its slice.

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import numpy as np
-import torch
 
 from audio_io import AudioInfo, as_float, iter_blocks, read_frames
+
+if TYPE_CHECKING:  # torch is imported where it is used: the main process imports the stages and needs no torch
+    import torch
 
 MODEL_SAMPLE_RATE = 16000  # what Whisper, Silero and pyannote expect
 
@@ -59,6 +61,8 @@ class Part:
     def mono_16k(self) -> torch.Tensor:
         """The part as 16 kHz mono float32, decoded and resampled once and shared by the stages that need it."""
         if "mono_16k" not in self._cache:
+            import torch
+
             audio = torch.from_numpy(as_float(self.read()).mean(axis=1))
             self._cache["mono_16k"] = resample(audio, self.sample_rate, MODEL_SAMPLE_RATE)
         return self._cache["mono_16k"]

@@ -7,20 +7,22 @@ count and comes back to the part's own.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import torch
 
 from audio_io import AudioWriter, as_float, open_audio, read_frames
 from model_manager import ModelUnavailable
 from stages.base import FileContext, Part, Stage, resample
 
+if TYPE_CHECKING:  # torch is imported where it is used: the main process imports the stages and needs no torch
+    import torch
+
 BLOCK_SECONDS = 60
 CONTEXT_SECONDS = 2.0
 METHODS = ("demucs", "deepfilternet")
 
-Enhancer = Callable[[torch.Tensor, str], torch.Tensor]  # (batch, channels, samples) at the model's rate, device
+Enhancer = Callable[["torch.Tensor", str], "torch.Tensor"]  # (batch, channels, samples) at the model's rate, device
 
 
 class Denoise(Stage):
@@ -76,6 +78,7 @@ class Denoise(Stage):
         return "none", None, 0, 0
 
     def _demucs(self, part: Part) -> tuple[Enhancer, int, int]:
+        import torch
         from demucs.apply import apply_model
 
         name = self.config.demucs_model
@@ -95,6 +98,8 @@ class Denoise(Stage):
         return enhance, model.samplerate, model.audio_channels
 
     def _deepfilternet(self, part: Part) -> tuple[Enhancer, int, int]:
+        import torch
+
         model = self.models.get_deepfilternet()
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
@@ -124,6 +129,8 @@ def adapt_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
 def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance: Enhancer, gpu, ctx: FileContext,
                       batch_size: int = 1) -> Iterator[np.ndarray]:
     """Yields the enhanced part as float32 (frames, channels) blocks; batch_size blocks go to the model at once."""
+    import torch
+
     block = BLOCK_SECONDS * part.sample_rate
     context = round(CONTEXT_SECONDS * part.sample_rate)
     cores = [(start, min(start + block, part.frames)) for start in range(0, part.frames, block)]

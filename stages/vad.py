@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from audio_io import AudioWriter, as_float, iter_blocks, write_json
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, resample
@@ -50,6 +49,7 @@ class VoiceActivity(Stage):
         yield part
 
     def speech_segments(self, part: Part) -> list[tuple[int, int]]:
+        import torch
         from silero_vad import get_speech_timestamps
 
         model = self.models.get_vad_model()
