@@ -90,8 +90,12 @@ class Denoise(Stage):
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
             net = self.models.get_demucs_model(name, device=device)
+            segment = self.config.demucs_segment or min(float(m.segment) for m in getattr(net, "models", [net]))
+            # Demucs cuts from every multiple of 3/4 segment, so audio a little shorter than one segment costs two
+            # passes; one padded pass does it (the model pads short input itself). Halves denoise for short parts.
+            split = audio.shape[-1] > segment * net.samplerate
             with torch.inference_mode():
-                sources = apply_model(net, (audio - mean) / std, shifts=0, split=True, overlap=0.25,
+                sources = apply_model(net, (audio - mean) / std, shifts=0, split=split, overlap=0.25,
                                       segment=self.config.demucs_segment, device=device, progress=False)
             return sources[:, vocals].cpu() * std + mean
 

@@ -79,3 +79,31 @@ def test_demucs_unavailable_falls_back_to_deepfilternet(process, tmp_path):
     assert len(denoised) == len(clean)
     before, after = si_sdr(clean, clean + noise), si_sdr(clean, denoised)
     assert after - before > 5, (before, after)
+
+
+def test_a_part_shorter_than_the_demucs_segment_takes_one_pass(process, demucs_repo, tmp_path, monkeypatch):
+    """Demucs' own chunking would run 3.5 s (segment 4 s) as two padded passes; one pass gives the same audio
+    the model gives the whole part at once."""
+    from demucs.apply import apply_model
+    from demucs.htdemucs import HTDemucs
+    from demucs.pretrained import get_model
+
+    speech, rate = sf.read(DATA / "pyannote_sample" / "sample.flac", dtype="float32")
+    short = tmp_path / "short.wav"
+    sf.write(short, speech[: int(3.5 * rate)], rate, subtype="FLOAT")
+    passes, forward = [], HTDemucs.forward
+    monkeypatch.setattr(HTDemucs, "forward", lambda self, mix: passes.append(mix.shape) or forward(self, mix))
+    report, records, output = process(short, steps=("denoise",), demucs_model=str(demucs_repo))
+    assert report["status"] == "done" and len(passes) == 1, passes
+    denoised, _ = sf.read(output / records[0]["outputs"]["denoise"], dtype="float32")
+    assert len(denoised) == int(3.5 * rate)
+
+    import torchaudio.functional as F
+
+    model = get_model("tiny_htdemucs", repo=demucs_repo).eval()
+    mix = F.resample(torch.from_numpy(speech[: int(3.5 * rate)]), rate, 44100).expand(2, -1)
+    mean, std = mix.mean(), mix.std()
+    with torch.inference_mode():
+        whole = apply_model(model, ((mix - mean) / std)[None], shifts=0, split=False)[0, 3] * std + mean
+    whole = F.resample(whole.mean(0), 44100, rate).numpy()[: len(denoised)]
+    assert np.allclose(whole, denoised, atol=1e-4)
