@@ -3,10 +3,12 @@
 Time split copies the samples block by block in the file's own precision, so the parts joined are the
 original samples exactly and memory does not grow with file length.
 
-Word-boundary split transcribes one window at a time: the window reaches 15% past the target length, the cut
-goes into the widest pause between two words within +-15% of the target (at the quietest 10 ms there), and
-the next window starts at the cut. Each part keeps the words of its own window, so every word lands in exactly
-one part, and memory stays bounded for files of any length.
+Word-boundary split transcribes one window at a time: the window reaches 15% past the target length plus a
+margin, and at least Whisper's own 30 s (shorter audio is padded to 30 s: the rest comes free). The cut goes
+into the widest pause between two words within +-15% of the target (at the quietest 10 ms there); further
+cuts come from the same window while their range and margin lie inside it, then the next window starts at the
+last cut. Each part keeps the words of the window that covered it, so every word lands in exactly one part,
+and memory stays bounded for files of any length.
 """
 
 from __future__ import annotations
@@ -23,7 +25,18 @@ from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, resample
 
 TOLERANCE = 0.15  # a word-boundary cut lies within +-15% of the target duration
 WINDOW_MARGIN = 2.0  # seconds of audio past the latest allowed cut, so the last words there are whole
+WHISPER_WINDOW = 30.0  # seconds Whisper's encoder sees at once
 BLOCK_SECONDS = 30
+
+
+@dataclass
+class Window:
+    """One transcription: where it starts and ends (source frames), its words and 16 kHz audio (times in seconds
+    from its start)."""
+    start: int
+    end: int
+    words: list[Word]
+    audio16k: np.ndarray
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Split(Stage):
     def run(self, whole: Part, ctx: FileContext) -> Iterator[Part]:
         ctx.stage_info[self.name] = {"method": self.config.split_method, "chunk_duration": self.config.chunk_duration}
         transcriber = None  # loaded when the first part must be cut at a word boundary
+        window = None  # the transcription the next cuts come from
         word_cuts = self.config.split_method == "word_boundary"
         chunk = max(1, round(self.config.chunk_duration * whole.sample_rate))
         first, stop = ctx.shard or (0, None)  # shards exist for time splits only: part i starts at i * chunk
@@ -68,7 +82,7 @@ class Split(Stage):
             cut = None
             if word_cuts:
                 try:
-                    cut = self._word_cut(whole, start, chunk, ctx)
+                    cut, window = self._word_cut(whole, start, chunk, ctx, window)
                 except Exception as error:  # noqa: BLE001 - a failing ASR must not lose the file
                     ctx.note(f"speech recognition failed at {start / whole.sample_rate:.1f} s ({error}); "
                              "the rest of the file was split by time")
@@ -116,25 +130,34 @@ class Split(Stage):
         part.outputs["transcript"] = ctx.relative(path)
         part.fields["text"] = text
 
-    def _word_cut(self, whole: Part, start: int, chunk: int, ctx: FileContext) -> Cut:
+    def _word_cut(self, whole: Part, start: int, chunk: int, ctx: FileContext,
+                  window: Window | None) -> tuple[Cut, Window]:
+        """The part that begins at `start`: from `window` when it covers the part's cut range and margin (or
+        reaches the end of the file), else from a new transcription that begins at `start`."""
         rate = whole.sample_rate
         remaining = whole.frames - start
         last = remaining <= round(chunk * (1 + TOLERANCE))
-        window = remaining if last else min(remaining, round(chunk * (1 + TOLERANCE) + WINDOW_MARGIN * rate))
-        audio = as_float(read_frames(whole.audio, whole.audio_start + start, window)).mean(axis=1)
-        audio16k = resample_np(audio, rate)
-        def transcribe(device: str, reduced: bool):
-            model = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend, device)
-            return model.transcribe(audio16k)
+        needed = start + (remaining if last else min(remaining, round(chunk * (1 + TOLERANCE) + WINDOW_MARGIN * rate)))
+        if window is None or not window.start <= start or window.end < needed:
+            frames = min(remaining, max(needed - start, round(WHISPER_WINDOW * rate)))
+            audio16k = resample_np(as_float(read_frames(whole.audio, whole.audio_start + start, frames)).mean(axis=1),
+                                   rate)
 
-        words, _language = self.models.gpu.run_with_fallback(transcribe, "speech recognition", on_fallback=ctx.note)
+            def transcribe(device: str, reduced: bool):
+                model = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend, device)
+                return model.transcribe(audio16k)
+
+            words, _ = self.models.gpu.run_with_fallback(transcribe, "speech recognition", on_fallback=ctx.note)
+            window = Window(start, start + frames, words, audio16k)
+        skip = (start - window.start) / rate  # this part's start, in seconds from the window's start
+        words = [w.shifted(-skip) for w in window.words if w.end > skip]  # not in the part before; from its start
         offset = start / rate
         if last:
-            return Cut(whole.frames, [w.shifted(offset) for w in words])
+            return Cut(whole.frames, [w.shifted(offset) for w in words]), window
         low, high = chunk * (1 - TOLERANCE) / rate, chunk * (1 + TOLERANCE) / rate
-        cut_seconds = choose_cut(words, low, high, audio16k)
+        cut_seconds = choose_cut(words, low, high, window.audio16k[round(skip * MODEL_SAMPLE_RATE):])
         kept = [w.shifted(offset) for w in words if w.end <= cut_seconds]
-        return Cut(start + round(cut_seconds * rate), kept)
+        return Cut(start + round(cut_seconds * rate), kept), window
 
 
 def resample_np(audio: np.ndarray, rate: int) -> np.ndarray:

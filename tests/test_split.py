@@ -166,3 +166,16 @@ def test_word_boundary_without_whisper_falls_back_to_time_split(process, tmp_pat
     assert report["stages"]["split"]["method"] == "time"
     assert any("word_boundary split not possible" in note for note in report["notes"])
     assert [r["offset"] for r in records] == [0.0, 10.0, 20.0]
+
+
+def test_word_boundary_cuts_share_one_whisper_window(process, model_manager, monkeypatch):
+    """30 s cut about every 8 s takes one transcription: Whisper pads shorter audio to 30 s anyway, so each
+    window covers at least that much, and every cut whose range and margin it covers comes from it."""
+    calls = []
+    transcriber = model_manager.get_whisper_model("base", "faster-whisper")
+    transcribe = transcriber.transcribe
+    monkeypatch.setattr(transcriber, "transcribe", lambda audio: calls.append(len(audio)) or transcribe(audio))
+    report, records, _ = process(DATA / "pyannote_sample" / "sample.flac", steps=("split",),
+                                 split_method="word_boundary", chunk_duration=8)
+    assert report["status"] == "done" and len(records) >= 3 and calls == [30 * 16000], (records, calls)
+    assert all(abs(r["frames"] / 16000 - 8) <= 8 * 0.15 for r in records[:-1])
