@@ -10,24 +10,21 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from kill_resume import INPUTS, bench_parser, mismatches, prepare_inputs  # noqa: E402
+from common import bench_parser, tool_command
+from kill_resume import INPUTS, mismatches, prepare_inputs
 
 ARGS = ["--steps", "split", "denoise", "vad", "diar", "--denoiser", "deepfilternet", "--diarization_model",
-        "offline", "--chunk_duration", "10", "--quiet"]
+        "offline", "--chunk_duration", "10"]
 
 
 def run(folder: Path, output: Path, backend: str, workers: int, models_dir: Path) -> tuple[float, dict]:
     shutil.rmtree(output, ignore_errors=True)
     begun = time.monotonic()
-    subprocess.run([sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output",
-                    str(output), "--backend", backend, "--workers", str(workers), "--models_dir", str(models_dir),
-                    *ARGS], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(tool_command(folder, output, "--backend", backend, "--workers", str(workers), "--models_dir",
+                                str(models_dir), *ARGS), check=True, capture_output=True)
     return time.monotonic() - begun, json.loads((output / "summary.json").read_text())
 
 

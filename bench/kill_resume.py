@@ -12,19 +12,17 @@ sets of lines.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
+from common import DATA, ROOT, bench_parser, tool_command
+
 INPUTS = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac", DATA / "conv3" / "conv3.flac"]
 ARGS = ["--steps", "split", "denoise", "vad", "diar", "--denoiser", "deepfilternet", "--diarization_model",
         "offline", "--chunk_duration", "10", "--workers", "2"]
@@ -33,15 +31,10 @@ NOT_COMPARED = {"report.json", "report.txt", "summary.json", "audio_processing.l
                 "report.html", "timeline.png"}
 
 
-def command(folder: Path, output: Path, args: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
-            "--quiet", *args]
-
-
 def run(folder: Path, output: Path, args: list[str], env: dict, kill_when=None) -> bool:
     """One run; killed (whole process group, SIGKILL) once kill_when(output) holds. True when it was killed
     before it ended."""
-    process = subprocess.Popen(command(folder, output, args), cwd=ROOT, env={**os.environ, **env},
+    process = subprocess.Popen(tool_command(folder, output, *args), cwd=ROOT, env={**os.environ, **env},
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while process.poll() is None:
         if kill_when and kill_when(output):
@@ -126,14 +119,6 @@ def kill_and_resume(folder: Path, output: Path, reference: Path, args: list[str]
     run(folder, output, args, env)
     return {"seed": seed, "kills": killed, "parts_finished_at_kills": finished_at_kills,
             "parts_redone": redone(first_seen), "mismatches": mismatches(output, reference)}
-
-
-def bench_parser(doc: str, work: Path) -> argparse.ArgumentParser:
-    """The options the benchmarks that run the command line share."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
-    parser.add_argument("--work", type=Path, default=work, help="scratch folder (emptied first)")
-    return parser
 
 
 def prepare_inputs(work: Path) -> Path:

@@ -57,6 +57,9 @@ def main() -> None:
         "split time": dict(steps=("split",), chunk_duration=20),
         "split word_boundary faster-whisper int8": dict(steps=("split",), split_method="word_boundary",
                                                         chunk_duration=20, asr_backend="faster-whisper"),
+        "split word_boundary faster-whisper fp32": dict(steps=("split",), split_method="word_boundary",
+                                                        chunk_duration=20, asr_backend="faster-whisper",
+                                                        asr_compute_type="float32"),
         "split word_boundary openai-whisper fp32": dict(steps=("split",), split_method="word_boundary",
                                                         chunk_duration=20, asr_backend="openai-whisper"),
         "denoise demucs (htdemucs architecture)": dict(steps=("denoise",), demucs_model=str(demucs_repo)),
@@ -64,8 +67,15 @@ def main() -> None:
         "vad silero": dict(steps=("vad",)),
         "diar offline (seg-3.0 + CAM++)": dict(steps=("diar",), diarization_model="offline"),
     }
-    models = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=args.models_dir, cpu_threads=args.threads,
-                          language="en")
+    managers = {}  # one per faster-whisper precision
+
+    def manager(compute_type: str) -> ModelManager:
+        if compute_type not in managers:
+            managers[compute_type] = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=args.models_dir,
+                                                  cpu_threads=args.threads, language="en",
+                                                  asr_compute_type=compute_type)
+        return managers[compute_type]
+
     print(f"audio: {args.audio.name}, {duration:.1f} s; {args.threads} thread(s); median of {args.runs} runs")
     print(f"{'stage':45s} {'load s':>7s} {'median s':>9s} {'RTF':>7s}")
     for name, options in scenarios.items():
@@ -74,6 +84,7 @@ def main() -> None:
         times, first = [], 0.0
         for run in range(args.runs + 1):
             config = RunConfig(input=args.audio, output=work / f"out{run}", models_dir=args.models_dir, **options)
+            models = manager(config.asr_compute_type)
             report = process_file(FileJob(0, args.audio, "x"), config, models, lambda kind, payload: None)
             if report["status"] != "done":
                 raise SystemExit(f"{name}: {report['error']}")
@@ -85,6 +96,41 @@ def main() -> None:
         median = statistics.median(times)
         load = max(0.0, first - median)
         print(f"{name:45s} {load:7.2f} {median:9.2f} {median / duration:7.3f}")
+    if not args.only or any(word in "precision" for word in args.only):
+        compare_precisions(manager)
+
+
+def compare_precisions(manager) -> None:
+    """What int8 costs: faster-whisper's int8 and float32 words against openai-whisper's float32 (the reference
+    implementation), on the recordings that have reference transcripts."""
+    import difflib
+
+    import numpy as np
+    import soundfile as sf
+
+    clips = [ROOT / "tests/data/jfk/jfk.flac", ROOT / "tests/data/conv3/conv3.flac",
+             *sorted((ROOT / "tests/data/librivox").glob("*.flac"))]
+    reference = manager("auto").get_whisper_model("base", "openai-whisper")
+    candidates = {"faster-whisper int8": manager("int8").get_whisper_model("base", "faster-whisper"),
+                  "faster-whisper fp32": manager("float32").get_whisper_model("base", "faster-whisper")}
+    counted = {name: [0, 0, []] for name in candidates}  # words, words differing, start differences
+    for clip in clips:
+        audio, rate = sf.read(clip, dtype="float32")
+        assert rate == 16000, clip
+        expected, _ = reference.transcribe(audio)
+        for name, model in candidates.items():
+            words, _ = model.transcribe(audio)
+            a, b = [w.word.strip().lower() for w in expected], [w.word.strip().lower() for w in words]
+            matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+            same = sum(block.size for block in matcher.get_matching_blocks())
+            counted[name][0] += len(a)
+            counted[name][1] += max(len(a), len(b)) - same
+            counted[name][2] += [abs(expected[block.a + k].start - words[block.b + k].start)
+                                 for block in matcher.get_matching_blocks() for k in range(block.size)]
+    print(f"\nagainst openai-whisper fp32 on {len(clips)} clips with reference transcripts:")
+    for name, (total, differing, shifts) in counted.items():
+        print(f"{name}: {differing} of {total} words differ ({differing / total:.1%}); word starts differ by "
+              f"{np.mean(shifts):.3f} s on average (median {np.median(shifts):.3f} s)")
 
 
 if __name__ == "__main__":
