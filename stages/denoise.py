@@ -138,7 +138,10 @@ def enhance_in_blocks(part: Part, model_rate: int, model_channels: int, enhance:
     block = BLOCK_SECONDS * part.sample_rate
     context = round(CONTEXT_SECONDS * part.sample_rate)
     cores = [(start, min(start + block, part.frames)) for start in range(0, part.frames, block)]
-    for group in (cores[i: i + batch_size] for i in range(0, len(cores), batch_size)):
+    # A shorter last block goes alone: in a batch it would be padded to a full block and cost as much.
+    full = [core for core in cores if core[1] - core[0] == block]
+    groups = [full[i: i + batch_size] for i in range(0, len(full), batch_size)] + [[c] for c in cores[len(full):]]
+    for group in groups:
         spans = [(max(0, start - context), min(part.frames, end + context)) for start, end in group]
         inputs = []
         for first, last in spans:

@@ -32,16 +32,22 @@ def test_demucs_from_local_repo_keeps_format(process, demucs_repo, source):
     assert np.all(np.isfinite(audio)) and not np.allclose(audio, source_audio, atol=1e-3)
 
 
-def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path):
-    """A 70 s part goes through in two blocks; the result equals the model applied to the whole part."""
+def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch):
+    """A 70 s part goes through in two blocks, each at its own length (the 10 s one is not padded to a minute to
+    share a batch); the result equals the model applied to the whole part."""
     from demucs.apply import apply_model
+    from demucs.htdemucs import HTDemucs
     from demucs.pretrained import get_model
 
     speech, rate = sf.read(DATA / "pyannote_sample" / "sample.flac", dtype="float32")
     long = tmp_path / "long.wav"
     sf.write(long, np.tile(speech, 5)[: 70 * rate], rate, subtype="FLOAT")
+    passes, forward = [], HTDemucs.forward
+    monkeypatch.setattr(HTDemucs, "forward", lambda self, mix: passes.append(mix.shape[0]) or forward(self, mix))
     report, records, output = process(long, steps=("denoise",), demucs_model=str(demucs_repo))
     assert report["status"] == "done", report
+    # segment 4 s, stride 3 s: 62 s (one side of context) in 21 passes, 12 s in 4; padded together, 2 x 21
+    assert sum(passes) == 25, passes
     blockwise, _ = sf.read(output / records[0]["outputs"]["denoise"], dtype="float32")
     assert len(blockwise) == 70 * rate
 
