@@ -8,6 +8,7 @@ stage before the next part is cut, so memory and disk use do not grow with the n
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
@@ -66,6 +67,21 @@ class Part:
             audio = torch.from_numpy(as_float(self.read()).mean(axis=1))
             self._cache["mono_16k"] = resample(audio, self.sample_rate, MODEL_SAMPLE_RATE)
         return self._cache["mono_16k"]
+
+
+@contextmanager
+def one_thread_on_cpu(device: str) -> Iterator[None]:
+    """Models of many small operations (Silero, pyannote's segmentation LSTM and CAM++) ran 2-3x slower on two
+    torch threads than on one here: each small step waits for the other thread. On the CPU they get one."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 
 from audio_io import write_json, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, one_thread_on_cpu
 
 LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' speakers are one person
 MIN_SPEAKER_SECONDS = 2.0  # a speaker with less speech than this in a file-wide cluster is not trusted alone
@@ -60,7 +60,7 @@ class Diarize(Stage):
 
         def diarize(device: str, reduced: bool):
             pipeline = self.models.get_diarization_pipeline(name, device=device, **self._params(name))
-            with smaller_batches(pipeline, reduced):
+            with smaller_batches(pipeline, reduced), one_thread_on_cpu(device):
                 output = pipeline({"waveform": waveform[None], "sample_rate": MODEL_SAMPLE_RATE}, **speakers)
             return getattr(output, "speaker_diarization", output), getattr(output, "speaker_embeddings", None)
 

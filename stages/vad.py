@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from audio_io import AudioWriter, as_float, iter_blocks, write_json
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, resample
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, one_thread_on_cpu, resample
 
 BLOCK_SECONDS = 600
 
@@ -59,10 +59,11 @@ class VoiceActivity(Stage):
         block_frames = BLOCK_SECONDS * part.sample_rate
         for block_index, samples in enumerate(part.blocks(block_frames)):
             mono = resample(torch.from_numpy(as_float(samples).mean(axis=1)), part.sample_rate, MODEL_SAMPLE_RATE)
-            stamps = get_speech_timestamps(
-                mono, model, threshold=self.config.vad_threshold, sampling_rate=MODEL_SAMPLE_RATE,
-                min_speech_duration_ms=self.config.min_speech_ms, min_silence_duration_ms=self.config.min_silence_ms,
-                speech_pad_ms=self.config.speech_pad_ms)
+            with one_thread_on_cpu("cpu"):  # Silero always runs on the CPU
+                stamps = get_speech_timestamps(
+                    mono, model, threshold=self.config.vad_threshold, sampling_rate=MODEL_SAMPLE_RATE,
+                    min_speech_duration_ms=self.config.min_speech_ms,
+                    min_silence_duration_ms=self.config.min_silence_ms, speech_pad_ms=self.config.speech_pad_ms)
             first = block_index * block_frames
             found.extend((first + round(s["start"] * scale), first + round(s["end"] * scale)) for s in stamps)
         return merge_segments(found, round(self.config.min_silence_ms / 1000 * part.sample_rate), part.frames)

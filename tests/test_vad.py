@@ -83,3 +83,22 @@ def test_music_alone_is_not_speech(process):
     report, records, _ = process(source, steps=("vad",))
     assert report["status"] == "done"
     assert records[0]["speech_duration"] < 3.0
+
+
+def test_small_op_models_run_on_one_thread_on_the_cpu_and_give_it_back():
+    import torch
+
+    from stages.base import one_thread_on_cpu
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread_on_cpu("cpu"):
+            assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), one_thread_on_cpu("cpu"):
+            raise RuntimeError("a failing model call")
+        assert torch.get_num_threads() == 2
+        with one_thread_on_cpu("cuda:0"):  # on a GPU the CPU threads feed it: left as they are
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
