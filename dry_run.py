@@ -92,6 +92,8 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
     print("\n".join(rows))
     print(f"Steps: {describe_steps(config)}")
     outputs = [path for step in config.steps for path in OUTPUTS[step]]
+    if "split" in config.steps and config.split_method == "word_boundary":
+        outputs.insert(1, "transcripts/part_NNNN.json")  # the words of each part
     print(f"Outputs per file: {', '.join(outputs + ['timeline.png', 'report.txt', 'report.json'])}")
     print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
           "audio_processing.log")

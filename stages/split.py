@@ -4,11 +4,11 @@ Time split copies the samples block by block in the file's own precision, so the
 original samples exactly and memory does not grow with file length.
 
 Word-boundary split transcribes one window at a time: the window reaches 15% past the target length plus a
-margin, and at least Whisper's own 30 s (shorter audio is padded to 30 s: the rest comes free). The cut goes
-into the widest pause between two words within +-15% of the target (at the quietest 10 ms there); further
-cuts come from the same window while their range and margin lie inside it, then the next window starts at the
-last cut. Each part keeps the words of the window that covered it, so every word lands in exactly one part,
-and memory stays bounded for files of any length.
+margin, or further for as many more cuts as fit in Whisper's own 30 s (shorter audio is padded to 30 s), or to
+the end of the file when that fits. The cut goes into the widest pause between two words within +-15% of the
+target (at the quietest 10 ms there); further cuts come from the same window while their range and margin lie
+inside it, then the next window starts at the last cut. Each part keeps the words of the window that covered
+it, so every word lands in exactly one part, and memory stays bounded for files of any length.
 """
 
 from __future__ import annotations
@@ -139,7 +139,11 @@ class Split(Stage):
         last = remaining <= round(chunk * (1 + TOLERANCE))
         needed = start + (remaining if last else min(remaining, round(chunk * (1 + TOLERANCE) + WINDOW_MARGIN * rate)))
         if window is None or not window.start <= start or window.end < needed:
-            frames = min(remaining, max(needed - start, round(WHISPER_WINDOW * rate)))
+            per_cut, whisper = needed - start, round(WHISPER_WINDOW * rate)
+            # To the end when that fits in Whisper's 30 s; else as many whole cuts as fit in 30 s (at least one):
+            # longer windows cost more decoding and re-transcribe more after the last cut.
+            more_cuts = max(0, whisper - per_cut) // chunk
+            frames = remaining if remaining <= whisper else min(remaining, per_cut + more_cuts * chunk)
             audio16k = resample_np(as_float(read_frames(whole.audio, whole.audio_start + start, frames)).mean(axis=1),
                                    rate)
 
