@@ -11,9 +11,9 @@ from config import RunConfig
 
 # Seconds of work per second of audio on the whole of a 2-core CPU, from bench/stage_rtf.py (OPTIMIZATION.md).
 MEASURED_RTF = {
-    ("split", "time"): 0.000, ("split", "faster-whisper"): 0.104, ("split", "openai-whisper"): 0.201,
-    ("denoise", "demucs"): 0.516, ("denoise", "deepfilternet"): 0.069,
-    ("vad", "silero"): 0.011, ("diar", "pyannote"): 0.201,
+    ("split", "time"): 0.000, ("split", "faster-whisper"): 0.115, ("split", "openai-whisper"): 0.239,
+    ("denoise", "demucs"): 0.540, ("denoise", "deepfilternet"): 0.074,
+    ("vad", "silero"): 0.011, ("diar", "pyannote"): 0.216,
 }
 MEASURED_CORES = 2
 STARTUP_SECONDS = 15.0  # a worker importing torch and loading its models, measured here

@@ -78,5 +78,5 @@ def test_dry_run_shows_the_plan_and_writes_nothing(tmp_path):
     assert "Input: " in result.stdout and "3 audio file(s), 0.6 min of audio" in result.stdout
     assert "Steps: split (time, 10 s) -> vad (silero, threshold 0.5) -> diar" in result.stdout
     estimate = next(line for line in lines if line.startswith("Estimated run time"))
-    assert "split 0.000, vad 0.011, diar 0.201" in estimate
+    assert "split 0.000, vad 0.011, diar 0.216" in estimate
     assert not output.exists()
