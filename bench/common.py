@@ -4,6 +4,7 @@ that times a command and samples the memory of its whole process tree."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import subprocess
@@ -29,6 +30,18 @@ def bench_parser(doc: str, work: Path) -> argparse.ArgumentParser:
     parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
     parser.add_argument("--work", type=Path, default=work, help="scratch folder (emptied first)")
     return parser
+
+
+def scenario_main(doc: str, work: Path, measure) -> None:
+    """A scenario script's command line: measure()'s keyword defaults become flags; prints its table rows."""
+    parser = bench_parser(doc, work)
+    defaults = {name: parameter.default for name, parameter in inspect.signature(measure).parameters.items()
+                if parameter.default is not parameter.empty}
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    options = parser.parse_args()
+    for row in measure(options.work, options.models_dir, **{name: getattr(options, name) for name in defaults}):
+        print(row)
 
 
 def speech_16k() -> np.ndarray:

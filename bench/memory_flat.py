@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from common import Measured, Row, bench_parser, measured_run, medians, tool_command, write_speech
+from common import Measured, Row, measured_run, medians, scenario_main, tool_command, write_speech
 
 ARGS = ["--steps", "split", "denoise", "vad", "--denoiser", "deepfilternet"]
 
@@ -38,12 +38,7 @@ def measure(work: Path, models_dir: Path, runs: int = 1, long_hours: float = 3.0
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, Path("/tmp/memory_flat"))
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--long_hours", type=float, default=3.0)
-    options = parser.parse_args()
-    for row in measure(options.work, options.models_dir, options.runs, options.long_hours):
-        print(row)
+    scenario_main(__doc__, Path("/tmp/memory_flat"), measure)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from common import ROOT, Row, bench_parser, measured_run, medians, tool_command, write_short_files
+from common import ROOT, Row, measured_run, medians, scenario_main, tool_command, write_short_files
 from overhead import make_demucs_repo
 
 RATE = 16000
@@ -128,13 +128,7 @@ def main() -> None:
         folder, output, models_dir, demucs_repo = map(Path, sys.argv[2:6])
         naive_pipeline(folder, output, models_dir, demucs_repo, float(sys.argv[6]))
         return
-    parser = bench_parser(__doc__, Path("/tmp/naive"))
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    options = parser.parse_args()
-    for row in measure(options.work, options.models_dir, options.runs, options.files, options.seconds):
-        print(row)
+    scenario_main(__doc__, Path("/tmp/naive"), measure)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, Row, bench_parser, measured_run, tool_command, write_speech
+from common import ROOT, Row, measured_run, scenario_main, tool_command, write_speech
 
 THREADS = 2
 
@@ -120,12 +120,7 @@ def main() -> None:
         source, demucs_repo, models_dir, timings = map(Path, sys.argv[2:6])
         bare_calls(source, demucs_repo, models_dir, timings)
         return
-    parser = bench_parser(__doc__, Path("/tmp/overhead"))
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=120.0)
-    options = parser.parse_args()
-    for row in measure(options.work, options.models_dir, options.runs, options.seconds):
-        print(row)
+    scenario_main(__doc__, Path("/tmp/overhead"), measure)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import Row, bench_parser, tool_command, write_short_files, write_speech
+from common import Row, scenario_main, tool_command, write_short_files, write_speech
 
 ARGS = ["--steps", "split", "denoise", "vad", "--denoiser", "deepfilternet", "--chunk_duration", "60"]
 
@@ -56,12 +56,7 @@ def measure(work: Path, models_dir: Path, runs: int = 2, long_minutes: float = 3
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, Path("/tmp/scaling"))
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--long_minutes", type=float, default=30.0)
-    options = parser.parse_args()
-    for row in measure(options.work, options.models_dir, options.runs, options.long_minutes):
-        print(row)
+    scenario_main(__doc__, Path("/tmp/scaling"), measure)
 
 
 if __name__ == "__main__":
