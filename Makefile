@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 MODELS ?= .models
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup models demo test clean
+.PHONY: setup models data demo test clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
 models: setup
 	$(PY) audio_processing.py --prepare_models --models_dir $(MODELS)
 
+# The test and demo recordings are not in git (sample_data/registry.toml names them): they are read from
+# $$AUDIO_PROCESSING_DATA or ../shared/data, or downloaded from upstream and checked into the user cache here.
+data: setup
+	$(PY) -m sample_data fetch
+
 demo: models
-	$(PY) audio_processing.py --input tests/data/pyannote_sample/sample.flac --output demo_results \
+	sample=$$($(PY) -m sample_data path pyannote_sample/sample.flac) && \
+	$(PY) audio_processing.py --input "$$sample" --output demo_results \
 		--models_dir $(MODELS) --split_method word_boundary --chunk_duration 15
 	@echo "Results are in demo_results/ (open demo_results/report.html, or read demo_results/sample/report.txt)"
 

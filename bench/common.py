@@ -1,4 +1,4 @@
-"""What the benchmarks share: inputs made of the real speech in tests/data, the tool's command line, and a runner
+"""What the benchmarks share: inputs made of the real speech of sample_data's registry, the tool's command line, and a runner
 that times a command and samples the memory of its whole process tree."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import psutil
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-SPEECH = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac", DATA / "conv3" / "conv3.flac",
-          *sorted((DATA / "librivox").glob("*.flac"))]
+sys.path.insert(0, str(ROOT))
+from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
+SPEECH = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"), data("conv3/conv3.flac"),
+          *data_glob("librivox/*.flac")]
 SAMPLE_RATE = 16000
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/denoise_sisdr.py [--denoiser deepfilternet] [--models_dir .models]
 
 Speech: the five LibriVox sentences joined (24.7 s) and the pyannote sample (30 s), 16 kHz. Noises: white,
-pink (1/f, made as tests/data/noise/README.md describes), and music (tests/data/noise/vibe_ace_30s.flac), mixed at
+pink (1/f, made here from a fixed seed), and music (the noise/vibe_ace_30s.flac recording), mixed at
 0, 5 and 10 dB SNR (whole-file RMS ratio). The denoised audio comes from the real denoise stage (blocks,
 resampling to the model's rate and back). Only DeepFilterNet3 has real weights offline; Demucs needs its
 pretrained htdemucs (pass --demucs_model FOLDER where you have it).
@@ -20,7 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT / "tests" / "data"
+from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 
 
 def pink_noise(length: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,8 +38,8 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 def speech_clips() -> dict[str, np.ndarray]:
     import soundfile as sf
 
-    librivox = np.concatenate([sf.read(p, dtype="float64")[0] for p in sorted((DATA / "librivox").glob("*.flac"))])
-    sample, _ = sf.read(DATA / "pyannote_sample" / "sample.flac", dtype="float64")
+    librivox = np.concatenate([sf.read(p, dtype="float64")[0] for p in data_glob("librivox/*.flac")])
+    sample, _ = sf.read(data("pyannote_sample/sample.flac"), dtype="float64")
     return {"librivox": librivox, "pyannote_sample": sample}
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=args.models_dir, cpu_threads=args.threads)
     rng = np.random.default_rng(0)
-    music, _ = sf.read(DATA / "noise" / "vibe_ace_30s.flac", dtype="float64")
+    music, _ = sf.read(data("noise/vibe_ace_30s.flac"), dtype="float64")
     work = Path(tempfile.mkdtemp(prefix="sisdr-"))
     print(f"SI-SDR in dB, {args.denoiser}: before -> after (gain)")
     print(f"{'speech':16s} {'noise':6s} " + "  ".join(f"{snr:>5d} dB SNR          " for snr in (0, 5, 10)))

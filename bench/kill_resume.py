@@ -21,9 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import DATA, ROOT, bench_parser, tool_command
+from common import ROOT, bench_parser, data, tool_command
 
-INPUTS = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac", DATA / "conv3" / "conv3.flac"]
+INPUTS = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"), data("conv3/conv3.flac")]
 ARGS = ["--steps", "split", "denoise", "vad", "diar", "--denoiser", "deepfilternet", "--diarization_model",
         "offline", "--chunk_duration", "10", "--workers", "2"]
 REWRITTEN_AT_THE_END = {"diarization"}  # manifest output kinds the file's last step writes again

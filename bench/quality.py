@@ -17,12 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-DATA = ROOT / "tests" / "data"
+from sample_data import companion, glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 
-VAD_CLIPS = sorted((DATA / "librivox").glob("*.flac")) + [DATA / "conv3" / f"{name}.flac" for name in
+VAD_CLIPS = data_glob("librivox/*.flac") + [data(f"conv3/{name}.flac") for name in
                                                         ("conv3", "conv3_pink5dB", "conv3_music0dB")]
-DIAR_CLIPS = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac",
-              *(DATA / "conv3" / f"{name}.flac" for name in ("conv3", "conv3_pink5dB", "conv3_music0dB"))]
+DIAR_CLIPS = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"),
+              *(data(f"conv3/{name}.flac") for name in ("conv3", "conv3_pink5dB", "conv3_music0dB"))]
 
 
 def joined_recording(folder: Path) -> Path:
@@ -30,13 +30,13 @@ def joined_recording(folder: Path) -> Path:
     import numpy as np
     import soundfile as sf
 
-    pieces = [DATA / "pyannote_sample" / "sample.flac", DATA / "falcon" / "test.flac",
-              DATA / "pyannote_sample" / "sample.flac"]
+    pieces = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"),
+              data("pyannote_sample/sample.flac")]
     audio, lines, offset = [], [], 0.0
     for piece in pieces:
         samples, rate = sf.read(piece, dtype="int16")
         audio.append(samples)
-        for line in piece.with_suffix(".rttm").read_text().splitlines():
+        for line in companion(piece, ".rttm").read_text().splitlines():
             fields = line.split()
             lines.append(f"SPEAKER joined 1 {float(fields[3]) + offset:.3f} {fields[4]} <NA> <NA> "
                          f"{piece.stem}_{fields[7]} <NA> <NA>")
@@ -84,14 +84,14 @@ def main() -> None:
         report, records, output = run(clip, f"vad-{clip.stem}", steps=("vad",))
         segments = json.loads((output / records[0]["outputs"]["speech_segments"]).read_text())["segments"]
         duration = sf.info(clip).duration
-        reference = frames(reference_regions(clip.with_name(clip.stem + ".speech.txt")), duration)
+        reference = frames(reference_regions(companion(clip, ".speech.txt")), duration)
         f1 = frame_f1(reference, frames([(s["start"], s["end"]) for s in segments], duration))
         print(f"  {clip.stem:45s} F1 {f1:.3f}")
     if args.skip_diar:
         return
     print("DER (%) offline pipeline: collar 0 / collar 0.25 s each side, speakers found/reference, seconds")
     for clip in DIAR_CLIPS + [joined_recording(work)]:
-        reference = clip.with_suffix(".rttm")
+        reference = companion(clip, ".rttm")
         ref_speakers = len({line.split()[7] for line in reference.read_text().splitlines() if line.strip()})
         duration = sf.info(clip).duration
         for label, options in (("unsplit", dict(steps=("diar",))),

@@ -1,6 +1,6 @@
 """Real-time factor of each stage on CPU (stage seconds / audio seconds), medians over repeated runs.
 
-    .venv/bin/python bench/stage_rtf.py [--runs 3] [--threads 2] [--audio tests/data/conv3/conv3_music0dB.flac]
+    .venv/bin/python bench/stage_rtf.py [--runs 3] [--threads 2] [--audio PATH (default: the conv3/conv3_music0dB.flac recording)]
 
 Each stage runs alone through the real pipeline code on the same audio, models loaded beforehand (load times are
 reported separately). Demucs: no pretrained weights can be had offline, so an untrained HTDemucs with htdemucs'
@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 
 
 def make_demucs_repo(folder: Path) -> Path:
@@ -32,7 +33,7 @@ def make_demucs_repo(folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--audio", type=Path, default=ROOT / "tests/data/conv3/conv3_music0dB.flac")
+    parser.add_argument("--audio", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
@@ -50,6 +51,7 @@ def main() -> None:
 
     disable_downloads_when_offline()
     torch.set_num_threads(args.threads)
+    args.audio = args.audio or data("conv3/conv3_music0dB.flac")
     duration = sf.info(args.audio).duration
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     demucs_repo = make_demucs_repo(work)
@@ -110,8 +112,7 @@ def compare_precisions(manager) -> None:
 
     from stages.split import resample_np
 
-    clips = [ROOT / "tests/data/jfk/jfk.flac", ROOT / "tests/data/conv3/conv3.flac",
-             *sorted((ROOT / "tests/data/librivox").glob("*.flac"))]
+    clips = [data("jfk/jfk.flac"), data("conv3/conv3.flac"), *data_glob("librivox/*.flac")]
     reference = manager("auto").get_whisper_model("base", "openai-whisper")
     candidates = {"faster-whisper int8": manager("int8").get_whisper_model("base", "faster-whisper"),
                   "faster-whisper fp32": manager("float32").get_whisper_model("base", "faster-whisper")}

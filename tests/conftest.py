@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 from model_store import disable_downloads_when_offline  # noqa: E402
+# Test recordings by name (sample_data/registry.toml); none is kept in git.
+from sample_data import companion as data_companion  # noqa: E402,F401
+from sample_data import glob as data_glob  # noqa: E402,F401
+from sample_data import resolve as data  # noqa: E402,F401
 
 disable_downloads_when_offline()
 

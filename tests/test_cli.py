@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DATA, read_rttm, run_cli
+from conftest import data, data_glob, read_rttm, run_cli
 
-CLIPS = sorted((DATA / "librivox").glob("*.flac"))
+CLIPS = data_glob("librivox/*.flac")
 
 
 def manifest(output: Path) -> list[dict]:
@@ -65,7 +65,7 @@ def test_each_worker_loads_a_model_once_for_many_files(tmp_path, models_dir):
 def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     """python audio_processing.py --input audio.mp3 --output results (offline: the fallbacks are named)."""
     mp3 = tmp_path / "audio.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", DATA / "pyannote_sample" / "sample.flac", mp3], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", data("pyannote_sample/sample.flac"), mp3], check=True)
     output = tmp_path / "results"
     result = run_cli("--input", mp3, "--output", output, AUDIO_PROCESSING_MODELS=str(models_dir))
     assert result.returncode == 0, result.stderr

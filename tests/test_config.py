@@ -8,10 +8,10 @@ import tomllib
 
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import data, data_glob, run_cli
 
-CLIPS = sorted((DATA / "librivox").glob("*.flac"))
-SAMPLE = DATA / "pyannote_sample" / "sample.flac"
+CLIPS = data_glob("librivox/*.flac")
+SAMPLE = data("pyannote_sample/sample.flac")
 
 
 def test_config_file_sets_options_and_flags_override_it(tmp_path):

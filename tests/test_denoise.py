@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import DATA
+from conftest import data
 from deepfilternet import si_sdr
 
 
-@pytest.mark.parametrize("source", [DATA / "jfk" / "jfk.flac", DATA / "pyannote_sample" / "sample.flac"],
+@pytest.mark.parametrize("source", [data("jfk/jfk.flac"), data("pyannote_sample/sample.flac")],
                          ids=["44k-stereo-24bit", "16k-mono"])
 def test_demucs_from_local_repo_keeps_format(process, demucs_repo, source):
     report, records, output = process(source, steps=("denoise",), demucs_model=str(demucs_repo))
@@ -39,7 +39,7 @@ def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch
     from demucs.htdemucs import HTDemucs
     from demucs.pretrained import get_model
 
-    speech, rate = sf.read(DATA / "pyannote_sample" / "sample.flac", dtype="float32")
+    speech, rate = sf.read(data("pyannote_sample/sample.flac"), dtype="float32")
     long = tmp_path / "long.wav"
     sf.write(long, np.tile(speech, 5)[: 70 * rate], rate, subtype="FLOAT")
     passes, forward = [], HTDemucs.forward
@@ -69,7 +69,7 @@ def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch
 
 def test_demucs_unavailable_falls_back_to_deepfilternet(process, tmp_path):
     """Offline, htdemucs cannot be downloaded: one note, and DeepFilterNet3 cleans the speech instead."""
-    clean, rate = sf.read(DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0870.flac", dtype="float64")
+    clean, rate = sf.read(data("librivox/sense_and_sensibility_01_austen_64kb-0870.flac"), dtype="float64")
     rng = np.random.default_rng(1)
     noise = np.cumsum(rng.standard_normal(len(clean)))  # brown-ish noise, then whitened a little
     noise = np.diff(noise, prepend=0) + 0.1 * noise / np.abs(noise).max()
@@ -94,7 +94,7 @@ def test_a_part_shorter_than_the_demucs_segment_takes_one_pass(process, demucs_r
     from demucs.htdemucs import HTDemucs
     from demucs.pretrained import get_model
 
-    speech, rate = sf.read(DATA / "pyannote_sample" / "sample.flac", dtype="float32")
+    speech, rate = sf.read(data("pyannote_sample/sample.flac"), dtype="float32")
     short = tmp_path / "short.wav"
     sf.write(short, speech[: int(3.5 * rate)], rate, subtype="FLOAT")
     passes, forward = [], HTDemucs.forward

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import DATA, der, read_rttm
+from conftest import ROOT, data, data_companion, der, read_rttm
 
-SAMPLE = DATA / "pyannote_sample" / "sample.flac"
-FALCON = DATA / "falcon" / "test.flac"
+SAMPLE = data("pyannote_sample/sample.flac")
+FALCON = data("falcon/test.flac")
 
 
 def test_campplus_weights_load_and_separate_speakers(diarization_models):
@@ -18,7 +18,7 @@ def test_campplus_weights_load_and_separate_speakers(diarization_models):
 
     model = load_campplus_embedding(diarization_models["embedding"])
     audio, _ = sf.read(FALCON, dtype="float32")
-    turns = {speaker: (start, end) for start, end, speaker in read_rttm(FALCON.with_suffix(".rttm"))}
+    turns = {speaker: (start, end) for start, end, speaker in read_rttm(data_companion(FALCON, ".rttm"))}
 
     def embed(start, end):
         with torch.inference_mode():
@@ -44,7 +44,7 @@ def test_offline_diarization_finds_the_speakers(process, source, bound):
     report, records, output = process(source, steps=("diar",), diarization_model="offline")
     assert report["status"] == "done", report
     rttm = output / source.stem / f"{source.stem}.rttm"
-    reference = source.with_suffix(".rttm")
+    reference = data_companion(source, ".rttm")
     assert len({s for _, _, s in read_rttm(rttm)}) == len({s for _, _, s in read_rttm(reference)})
     assert der(reference, rttm) < bound  # measured 0.071 and 0.020 (no collar)
     assert der(reference, rttm, collar=0.5) < 0.03
@@ -59,7 +59,7 @@ def test_speakers_are_linked_across_parts(process, tmp_path):
     reference = tmp_path / "joined.rttm"
     lines = []
     for copy in range(3):
-        for start, end, speaker in read_rttm(SAMPLE.with_suffix(".rttm")):
+        for start, end, speaker in read_rttm(data_companion(SAMPLE, ".rttm")):
             lines.append(f"SPEAKER joined 1 {start + 30 * copy:.3f} {end - start:.3f} <NA> <NA> {speaker} <NA> <NA>")
     reference.write_text("\n".join(lines) + "\n")
 
@@ -104,7 +104,7 @@ def test_split_run_is_close_to_the_unsplit_run(process, tmp_path):
     the collar; time cuts land inside turns, which costs the split run the difference)."""
     import sys
 
-    sys.path.insert(0, str(DATA.parent.parent / "bench"))
+    sys.path.insert(0, str(ROOT / "bench"))
     from quality import joined_recording
 
     source = joined_recording(tmp_path)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from conftest import DATA, run_cli
+from conftest import data, run_cli
 
-SPEECH = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.flac"
+SPEECH = data("librivox/sense_and_sensibility_01_austen_64kb-0880.flac")
 
 
 def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
@@ -88,7 +88,7 @@ def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
         return original(self, data)
 
     monkeypatch.setattr(sf.SoundFile, "write", write)
-    report, records, output = process(DATA / "pyannote_sample" / "sample.flac", steps=("split",), chunk_duration=10)
+    report, records, output = process(data("pyannote_sample/sample.flac"), steps=("split",), chunk_duration=10)
     assert report["status"] == "failed" and "No space left on device" in report["error"]
     assert len(records) == 2  # the parts written before are complete and recorded
     assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import DATA
+from conftest import data, data_glob
 from fake_cuda import FakeCuda, fail_first
 
 
@@ -49,7 +49,7 @@ def test_out_of_memory_during_denoise(monkeypatch, fake_gpu, model_manager, proc
     import demucs.apply
 
     repo = demucs_repo
-    source = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.flac"
+    source = data("librivox/sense_and_sensibility_01_austen_64kb-0880.flac")
     options = dict(steps=("denoise",), demucs_model=str(repo))
     cpu = process_with(model_manager, source, "cpu", **options)
     cuda, models = fake_gpu
@@ -65,7 +65,7 @@ def test_out_of_memory_during_denoise(monkeypatch, fake_gpu, model_manager, proc
 def test_out_of_memory_during_diarization(monkeypatch, fake_gpu, model_manager, process_with):
     import speaker_embedding
 
-    source = DATA / "pyannote_sample" / "sample.flac"
+    source = data("pyannote_sample/sample.flac")
     options = dict(steps=("diar",), diarization_model="offline")
     cpu = process_with(model_manager, source, "cpu", **options)
     cuda, models = fake_gpu
@@ -79,7 +79,7 @@ def test_out_of_memory_during_diarization(monkeypatch, fake_gpu, model_manager, 
 def test_out_of_memory_during_speech_recognition(monkeypatch, fake_gpu, model_manager, process_with):
     import asr
 
-    source = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0870.flac"
+    source = data("librivox/sense_and_sensibility_01_austen_64kb-0870.flac")
     options = dict(steps=("split",), split_method="word_boundary", chunk_duration=4)
     cpu = process_with(model_manager, source, "cpu", **options)
     cuda, models = fake_gpu
@@ -93,7 +93,7 @@ def test_out_of_memory_during_speech_recognition(monkeypatch, fake_gpu, model_ma
 
 def test_cleanup_after_each_stage_and_models_loaded_once(fake_gpu, process_with):
     cuda, models = fake_gpu
-    clips = sorted((DATA / "librivox").glob("*.flac"))[:3]
+    clips = data_glob("librivox/*.flac")[:3]
     for clip in clips:
         report, records, _ = process_with(models, clip, clip.stem, steps=("split", "vad"), chunk_duration=2)
         assert report["status"] == "done"

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, data
 
 from gpu_memory import GPUMemoryManager
 from model_manager import ModelManager, ModelUnavailable
@@ -95,7 +95,7 @@ THREADS_PROBE = textwrap.dedent("""
 def test_the_vad_leaves_the_worker_its_threads(models_dir, tmp_path):
     """Importing silero_vad sets torch to one thread for the whole process; a worker of two threads that ran
     the VAD once ran every later stage on one (Demucs 1.7x slower) until the model manager undid it."""
-    source = ROOT / "tests" / "data" / "jfk" / "jfk.flac"
+    source = data("jfk/jfk.flac")
     result = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(models_dir), str(ROOT), str(source),
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert result.stdout.split()[-2:] == ["done", "2"], result.stdout + result.stderr

@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 
-from conftest import DATA, ROOT
+from conftest import ROOT, data
 
 sys.path.insert(0, str(ROOT / "bench"))
 from kill_resume import finished_outputs, manifest, mismatches, redone, run  # noqa: E402
@@ -17,7 +17,7 @@ ARGS = ["--steps", "split", "vad", "diar", "--diarization_model", "offline", "--
 def test_one_long_file_is_shared_out_and_gives_the_one_worker_result(tmp_path, models_dir):
     folder = tmp_path / "in"
     folder.mkdir()
-    shutil.copy(DATA / "conv3" / "conv3.flac", folder)  # 63 s: 8 parts of 8 s
+    shutil.copy(data("conv3/conv3.flac"), folder)  # 63 s: 8 parts of 8 s
     env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}
     alone = tmp_path / "one_worker"
     run(folder, alone, [*ARGS, "--workers", "1"], env)

@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from conftest import DATA, ROOT, run_cli
+from conftest import ROOT, data, run_cli
 
 pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 sys.path.insert(0, str(ROOT / "bench"))
@@ -30,9 +30,9 @@ def batch(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("ray")
     folder = root / "in"
     folder.mkdir()
-    shutil.copy(DATA / "pyannote_sample" / "sample.flac", folder)
-    shutil.copy(DATA / "falcon" / "test.flac", folder / "falcon.flac")
-    shutil.copy(DATA / "conv3" / "conv3.flac", folder)
+    shutil.copy(data("pyannote_sample/sample.flac"), folder)
+    shutil.copy(data("falcon/test.flac"), folder / "falcon.flac")
+    shutil.copy(data("conv3/conv3.flac"), folder)
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     local = root / "local"
     result = run_cli("--input", folder, "--output", local, *ARGS, AUDIO_PROCESSING_MODELS=str(models_dir))
@@ -79,7 +79,7 @@ def test_a_killed_ray_worker_does_not_lose_the_batch(batch, tmp_path, models_dir
 
 def test_without_ray_the_ray_backend_is_a_clear_usage_error(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; sys.path.insert(0, '.'); import audio_processing; "
-            f"sys.exit(audio_processing.main(['--input', {str(DATA / 'jfk' / 'jfk.flac')!r}, '--output', "
+            f"sys.exit(audio_processing.main(['--input', {str(data('jfk/jfk.flac'))!r}, '--output', "
             f"{str(tmp_path / 'out')!r}, '--backend', 'ray']))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import DATA, ROOT, run_cli
+from conftest import ROOT, data, data_glob, run_cli
 
 sys.path.insert(0, str(ROOT / "bench"))
 from kill_resume import finished_outputs, mismatches, redone, run  # noqa: E402
 
-CLIPS = sorted((DATA / "librivox").glob("*.flac"))
-SAMPLE = DATA / "pyannote_sample" / "sample.flac"
+CLIPS = data_glob("librivox/*.flac")
+SAMPLE = data("pyannote_sample/sample.flac")
 
 
 def lines(output: Path) -> list[str]:
@@ -137,7 +137,7 @@ def test_killed_in_the_middle_of_a_file_keeps_its_finished_parts(tmp_path, model
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(SAMPLE, folder)
-    shutil.copy(DATA / "falcon" / "test.flac", folder)
+    shutil.copy(data("falcon/test.flac"), folder)
     args = ["--steps", "split", "vad", "diar", "--diarization_model", "offline", "--chunk_duration", "5",
             "--workers", "1"]
     env = {"AUDIO_PROCESSING_MODELS": str(models_dir)}

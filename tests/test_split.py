@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DATA, ROOT
+from conftest import ROOT, data, data_companion, data_glob
 
-LIBRIVOX = sorted((DATA / "librivox").glob("*.flac"))
+LIBRIVOX = data_glob("librivox/*.flac")
 
 
 def joined_parts(output: Path, key: str) -> np.ndarray:
@@ -23,8 +23,8 @@ def joined_parts(output: Path, key: str) -> np.ndarray:
     return np.concatenate([sf.read(part, dtype="int32", always_2d=True)[0] for part in parts])
 
 
-@pytest.mark.parametrize("source, chunk", [(DATA / "jfk" / "jfk.flac", 3.0),  # 24-bit stereo 44.1 kHz
-                                           (DATA / "pyannote_sample" / "sample.flac", 7.3)])  # 16-bit mono 16 kHz
+@pytest.mark.parametrize("source, chunk", [(data("jfk/jfk.flac"), 3.0),  # 24-bit stereo 44.1 kHz
+                                           (data("pyannote_sample/sample.flac"), 7.3)])  # 16-bit mono 16 kHz
 def test_time_split_is_sample_exact(process, source, chunk):
     report, records, output = process(source, steps=("split",), chunk_duration=chunk)
     assert report["status"] == "done", report
@@ -84,11 +84,11 @@ def librivox_joined(tmp_path: Path) -> tuple[Path, list[tuple[float, float, str]
     for clip in LIBRIVOX:
         samples, rate = sf.read(clip, dtype="int16")
         audio.append(samples)
-        alignment = json.loads(clip.with_suffix(".json").read_text())
+        alignment = json.loads(data_companion(clip, ".json").read_text())
         for word in alignment["w"]:
             if not word["t"].startswith("<") and not word["t"].startswith("["):
                 words.append((offset + word["b"], offset + word["b"] + word["d"], re.sub(r"\(\d+\)", "", word["t"])))
-        text.extend(clip.with_suffix(".txt").read_text().split())
+        text.extend(data_companion(clip, ".txt").read_text().split())
         offset += len(samples) / rate
     path = tmp_path / "austen.wav"
     sf.write(path, np.concatenate(audio), rate, subtype="PCM_16")
@@ -159,7 +159,7 @@ def test_word_boundary_split_cuts_between_words(process, tmp_path, backend, mode
 
 
 def test_word_boundary_without_whisper_falls_back_to_time_split(process, tmp_path):
-    source = DATA / "pyannote_sample" / "sample.flac"
+    source = data("pyannote_sample/sample.flac")
     report, records, _ = process(source, steps=("split",), split_method="word_boundary", chunk_duration=10,
                                  whisper_model=str(tmp_path / "no-such-model"))
     assert report["status"] == "done"
@@ -175,7 +175,7 @@ def test_word_boundary_cuts_share_one_whisper_window(process, model_manager, mon
     transcriber = model_manager.get_whisper_model("base", "faster-whisper")
     transcribe = transcriber.transcribe
     monkeypatch.setattr(transcriber, "transcribe", lambda audio: calls.append(len(audio)) or transcribe(audio))
-    report, records, _ = process(DATA / "pyannote_sample" / "sample.flac", steps=("split",),
+    report, records, _ = process(data("pyannote_sample/sample.flac"), steps=("split",),
                                  split_method="word_boundary", chunk_duration=8)
     assert report["status"] == "done" and len(records) >= 3 and calls == [30 * 16000], (records, calls)
     assert all(abs(r["frames"] / 16000 - 8) <= 8 * 0.15 for r in records[:-1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DATA
+from conftest import data, data_companion, data_glob
 
 FRAME = 0.01
 
@@ -35,43 +35,43 @@ def frame_f1(reference: np.ndarray, hypothesis: np.ndarray) -> float:
 def found_segments(output: Path, records: list[dict]) -> list[tuple[float, float]]:
     segments = []
     for record in records:
-        data = json.loads((output / record["outputs"]["speech_segments"]).read_text())
-        segments.extend((s["start"], s["end"]) for s in data["segments"])
+        segments_file = json.loads((output / record["outputs"]["speech_segments"]).read_text())
+        segments.extend((s["start"], s["end"]) for s in segments_file["segments"])
     return segments
 
 
-@pytest.mark.parametrize("clip", sorted((DATA / "librivox").glob("*.flac")), ids=lambda p: p.stem[-4:])
+@pytest.mark.parametrize("clip", data_glob("librivox/*.flac"), ids=lambda p: p.stem[-4:])
 def test_speech_found_where_the_reference_says(process, clip):
     report, records, output = process(clip, steps=("vad",))
     assert report["status"] == "done", report
     duration = sf.info(clip).duration
-    reference = frames(reference_regions(clip.with_suffix(".speech.txt")), duration)
+    reference = frames(reference_regions(data_companion(clip, ".speech.txt")), duration)
     hypothesis = frames(found_segments(output, records), duration)
     assert frame_f1(reference, hypothesis) >= 0.85
 
 
 def test_vad_on_split_parts_keeps_the_original_timeline(process):
     """conv3: 14 speech regions of a 3-speaker call, cut into 10 s parts before the VAD."""
-    source = DATA / "conv3" / "conv3.flac"
+    source = data("conv3/conv3.flac")
     report, records, output = process(source, steps=("split", "vad"), chunk_duration=10)
     assert report["status"] == "done" and len(records) == 7
     duration = sf.info(source).duration
-    reference = frames(reference_regions(source.with_name("conv3.speech.txt")), duration)
+    reference = frames(reference_regions(data_companion(source, ".speech.txt")), duration)
     segments = found_segments(output, records)
     assert frame_f1(reference, frames(segments, duration)) >= 0.9
     for record in records:  # each part's segments lie inside the part, in original-file seconds
-        data = json.loads((output / record["outputs"]["speech_segments"]).read_text())
-        for segment in data["segments"]:
+        found = json.loads((output / record["outputs"]["speech_segments"]).read_text())
+        for segment in found["segments"]:
             assert record["offset"] <= segment["start"] < segment["end"] <= record["offset"] + record["duration"] + 1e-3
         # the speech-only audio is exactly the speech segments, at the part's rate
         audio, rate = sf.read(output / record["outputs"]["speech"])
         assert rate == 16000
-        assert len(audio) / rate == pytest.approx(sum(s["end"] - s["start"] for s in data["segments"]), abs=0.01)
+        assert len(audio) / rate == pytest.approx(sum(s["end"] - s["start"] for s in found["segments"]), abs=0.01)
         assert record["speech_duration"] == pytest.approx(len(audio) / rate, abs=0.01)
 
 
 def test_speech_audio_keeps_rate_and_channels(process):
-    source = DATA / "jfk" / "jfk.flac"  # 44.1 kHz stereo 24-bit
+    source = data("jfk/jfk.flac")  # 44.1 kHz stereo 24-bit
     report, records, output = process(source, steps=("vad",))
     info = sf.info(output / records[0]["outputs"]["speech"])
     assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_24")
@@ -79,7 +79,7 @@ def test_speech_audio_keeps_rate_and_channels(process):
 
 
 def test_music_alone_is_not_speech(process):
-    source = DATA / "noise" / "vibe_ace_30s.flac"
+    source = data("noise/vibe_ace_30s.flac")
     report, records, _ = process(source, steps=("vad",))
     assert report["status"] == "done"
     assert records[0]["speech_duration"] < 3.0

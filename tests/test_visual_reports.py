@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import data, data_glob, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ODD_NAME = 'a "quoted" & <b>é name.flac'
@@ -22,8 +22,8 @@ ODD_NAME = 'a "quoted" & <b>é name.flac'
 def results(tmp_path_factory, models_dir) -> Path:
     folder = tmp_path_factory.mktemp("visual") / "in"
     folder.mkdir()
-    shutil.copy(DATA / "pyannote_sample" / "sample.flac", folder)
-    shutil.copy(next((DATA / "librivox").glob("*.flac")), folder / ODD_NAME)
+    shutil.copy(data("pyannote_sample/sample.flac"), folder)
+    shutil.copy(data_glob("librivox/*.flac")[0], folder / ODD_NAME)
     (folder / "broken.wav").write_text("not audio at all")
     output = folder.parent / "out"
     result = run_cli("--input", folder, "--output", output, "--steps", "split", "vad", "diar", "--diarization_model",
@@ -69,7 +69,7 @@ def test_waveform_envelope_streams_in_small_blocks(monkeypatch, tmp_path):
     import timeline
     from audio_io import as_float, open_audio, read_frames
 
-    info = open_audio(DATA / "pyannote_sample" / "sample.flac", tmp_path)
+    info = open_audio(data("pyannote_sample/sample.flac"), tmp_path)
     sizes, real = [], timeline.iter_blocks
 
     def recording(*args, **kwargs):

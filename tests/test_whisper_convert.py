@@ -7,7 +7,10 @@ import re
 import numpy as np
 import torch
 
-from conftest import DATA
+from conftest import data
+
+# What the recording says (J. F. Kennedy's inaugural address, 1961, public domain).
+JFK_WORDS = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def test_converted_model_transcribes_like_faster_whisper(whisper_models, tmp_path):
@@ -20,10 +23,10 @@ def test_converted_model_transcribes_like_faster_whisper(whisper_models, tmp_pat
     model = load_openai_whisper(checkpoint)
     assert model.dims.n_text_layer == 4 and model.dims.n_vocab == 51864
     assert model.alignment_heads.to_dense().sum() > 0  # restored from the CT2 config, not the default heads
-    audio = whisper.load_audio(str(DATA / "jfk" / "jfk.flac"))
+    audio = whisper.load_audio(str(data("jfk/jfk.flac")))
     result = model.transcribe(audio, word_timestamps=True, fp16=False, language="en")
     words = [w for segment in result["segments"] for w in segment["words"]]
-    reference = (DATA / "jfk" / "jfk.txt").read_text()
+    reference = JFK_WORDS
     normalize = lambda text: re.sub(r"[^a-z ]", "", text.lower()).split()  # noqa: E731
     assert normalize(result["text"]) == normalize(reference)
 
