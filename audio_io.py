@@ -8,6 +8,7 @@ decoded once by ffmpeg into a temporary WAV that is then read like any other fil
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -173,6 +174,14 @@ def as_float(block: np.ndarray) -> np.ndarray:
     if block.dtype == np.int32:
         return (block / INT_FULL_SCALE).astype(np.float32)
     return block.astype(np.float32, copy=False)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---- writes that are never half-done: a temporary name in the same folder, then an atomic rename ----

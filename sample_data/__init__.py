@@ -29,6 +29,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from audio_io import file_sha256
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = Path(__file__).with_name("registry.toml")
 CONVERSATION_SCRIPT = Path(__file__).with_name("make_conv.sh")
@@ -107,14 +109,6 @@ def default_cache() -> Path:
 def default_search_paths() -> list[Path]:
     paths = [Path(os.environ[DATA_ENV]).expanduser()] if os.environ.get(DATA_ENV) else []
     return paths + [SHARED_DATA]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def samples_sha256(path: Path) -> str:
