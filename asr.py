@@ -10,9 +10,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-BACKENDS = ("faster-whisper", "openai-whisper")
-
-
 @dataclass
 class Word:
     word: str

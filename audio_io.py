@@ -210,11 +210,9 @@ class AudioWriter:
         tmp = self._context.__enter__()
         self._file = sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype,
                                   format="WAV")
-        self.frames = 0
 
     def write(self, block: np.ndarray) -> None:
         self._file.write(block)
-        self.frames += len(block)
 
     def __enter__(self) -> "AudioWriter":
         return self

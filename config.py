@@ -1,72 +1,108 @@
-"""The run's settings, one dataclass shared by the command line, the interactive prompt and the workers."""
+"""The run's settings: one RunConfig built from the declared options (the general ones here, each stage's own in
+its file under stages/), shared by the command line, --config files, the interactive prompt and the workers."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 
-STEPS = ("split", "denoise", "vad", "diar")
-COMPUTE_TYPES = ("auto", "int8", "float32", "float16", "int8_float16")  # CTranslate2's names
+from options import Option, fraction, path, positive
+from stages import STAGE_ORDER, STAGES
+
+IO, RESOURCES = "input and output", "performance and GPU"
+
+BEFORE_STAGES = (
+    Option("input", None, "an audio file, or a folder searched recursively for audio", path, group=IO,
+           question="Input file or folder"),
+    Option("output", Path("results"), "results folder", path, group=IO, question="Output folder"),
+    Option("steps", STAGE_ORDER, f"stages to run, always in the order {' '.join(STAGE_ORDER)}", choices=STAGE_ORDER,
+           kind="list", group=IO, question=f"Steps (any of {' '.join(STAGE_ORDER)})", default_text="all"),
+)
+AFTER_STAGES = (
+    Option("models_dir", None, "local model store", path, group="models",
+           default_text="$AUDIO_PROCESSING_MODELS or ~/.cache/audio_processing/models"),
+    Option("profile", None, "preset GPU use, memory limit, batch size and workers (the seed guide's table); auto "
+           "picks one from the hardware; options given explicitly override it",
+           choices=("auto", "high", "mid", "low", "cpu"), group=RESOURCES),
+    Option("use_gpu", False, "use a CUDA GPU when one is available", kind="flag", group=RESOURCES,
+           question="Use the GPU (y/n)"),
+    Option("gpu_memory_limit", 0.75, "share of the card's memory the run may use", fraction, group=RESOURCES),
+    Option("workers", None, "worker processes", positive(int), group=RESOURCES,
+           default_text="half the cores, capped by RAM", question="Worker processes"),
+    Option("timeout", 7200.0, "seconds one file may take before it is stopped", positive(float), group=RESOURCES),
+    Option("backend", "local", "local: worker processes on this machine; ray: Ray actors, on a cluster with "
+           "--ray_address (needs requirements-ray.txt)", choices=("local", "ray"), group=RESOURCES),
+    Option("ray_address", None, "Ray cluster to join, e.g. auto or ray://head:10001", group=RESOURCES,
+           default_text="start one here"),
+)
+OPTIONS: dict[str, Option] = {option.name: option for option in
+                              (*BEFORE_STAGES, *(o for stage in STAGES.values() for o in stage.options), *AFTER_STAGES)}
 
 
-@dataclass
-class RunConfig:
-    input: Path
-    output: Path
-    steps: tuple[str, ...] = STEPS
-    # split
-    split_method: str = "time"
-    chunk_duration: float = 300.0
-    asr_backend: str = "faster-whisper"
-    asr_compute_type: str = "auto"  # faster-whisper: int8 on CPU, float16 on GPU
-    whisper_model: str = "base"
-    language: str | None = None
-    # denoise
-    denoiser: str = "demucs"
-    demucs_model: str = "htdemucs"
-    demucs_segment: float | None = None  # seconds per Demucs forward pass; None = the model's own
-    batch_size: int = 2  # one-minute denoise blocks per model call (the seed guide's BATCH_SIZE)
-    # vad
-    vad_threshold: float = 0.5
-    min_speech_ms: int = 250
-    min_silence_ms: int = 100
-    speech_pad_ms: int = 30
-    # diar
-    diarization_model: str = "pyannote/speaker-diarization-3.1"
-    hf_token: str | None = field(default=None, repr=False)
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    clustering_threshold: float = 0.8
-    min_cluster_size: int = 4
-    segmentation_step: float = 0.2
-    embedding_batch_size: int = 32
-    # models and resources
-    models_dir: Path | None = None
-    use_gpu: bool = False
-    gpu_memory_limit: float = 0.75
-    workers: int | None = None
-    timeout: float = 7200.0
-    backend: str = "local"  # or "ray"
-    ray_address: str | None = None  # None: start a Ray instance on this machine
+def _public_dict(self) -> dict:
+    """The settings as JSON-friendly values, without secrets (saved with the results)."""
+    values = {key: (str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value)
+              for key, value in asdict(self).items()}
+    for name, option in OPTIONS.items():
+        if option.secret:
+            values[name] = "***" if values[name] else None
+    return values
 
-    def public_dict(self) -> dict:
-        """The settings as JSON-friendly values, without secrets (saved with the results)."""
-        values = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(self).items()}
-        values["steps"] = list(self.steps)
-        values["hf_token"] = "***" if self.hf_token else None
-        return values
 
-    def to_toml(self) -> str:
-        """The settings as a --config file that repeats this run (the token is left out; unset values too)."""
-        lines = ["# audio_processing settings; rerun with: python audio_processing.py --config <this file>"]
-        for key, value in self.public_dict().items():
-            if key in ("input", "output", "models_dir") and value:
-                value = str(Path(value).absolute())  # the file repeats the run from any folder
-            if value is not None and key != "hf_token":
-                lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
+def _to_toml(self) -> str:
+    """The settings as a --config file that repeats this run (secrets and unset values left out)."""
+    lines = ["# audio_processing settings; rerun with: python audio_processing.py --config <this file>"]
+    for key, value in self.public_dict().items():
+        if OPTIONS[key].secret or value is None:
+            continue
+        if OPTIONS[key].parse is path:
+            value = str(Path(value).absolute())  # the file repeats the run from any folder
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+RunConfig = make_dataclass(
+    "RunConfig",
+    [(option.name, object, field(default=option.default, repr=not option.secret)) for option in OPTIONS.values()],
+    namespace={"public_dict": _public_dict, "to_toml": _to_toml,
+               "__doc__": "Every option of a run; see OPTIONS for what each one means."})
+RunConfig.__module__ = __name__  # so that workers unpickle it from here
+
+
+def make_config(explicit: dict) -> tuple[RunConfig, list[str]]:
+    """The run's settings from the options given (command line over --config file): given, else the profile's
+    value, else the environment's (for options that name a variable), else the default. Also what the profile
+    wanted and did not get, for the log: a profile never silently overrides an option the user gave."""
+    values = {name: option.default for name, option in OPTIONS.items()}
+    notes = []
+    if explicit.get("profile"):
+        from profiles import profile_settings
+
+        profile, preset = profile_settings(explicit["profile"])
+        notes.append(f"profile {profile}: " + ", ".join(f"{name} = {_shown(value)}" for name, value in preset.items()))
+        for name, value in preset.items():
+            if name not in explicit:
+                values[name] = value
+            elif explicit[name] != value:
+                notes.append(f"--{name} {_shown(explicit[name])} given: kept over profile {profile}'s "
+                             f"{_shown(value)}")
+    for name, option in OPTIONS.items():
+        if option.env and name not in explicit and os.environ.get(option.env):
+            values[name] = os.environ[option.env]
+    values.update(explicit)
+    values["steps"] = tuple(step for step in STAGE_ORDER if step in values["steps"])
+    return RunConfig(**values), notes
+
+
+def config_problems(config: RunConfig) -> list[str]:
+    """What is wrong in a combination of options (each option alone was checked when it was read)."""
+    return [problem for stage in STAGES.values() for problem in stage.check(config)]
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _toml_value(value) -> str:

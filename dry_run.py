@@ -2,49 +2,42 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from audio_io import AudioError, probe_audio
 from config import RunConfig
+from stages import STAGES
+from stages.split import Split
 
-# Seconds of work per second of audio on the whole of a 2-core CPU, from bench/stage_rtf.py (OPTIMIZATION.md).
-MEASURED_RTF = {
-    ("split", "time"): 0.000, ("split", "faster-whisper"): 0.115, ("split", "openai-whisper"): 0.239,
-    ("denoise", "demucs"): 0.540, ("denoise", "deepfilternet"): 0.074,
-    ("vad", "silero"): 0.011, ("diar", "pyannote"): 0.216,
-}
-MEASURED_CORES = 2
+MEASURED_CORES = 2  # the stages' real-time factors were measured on a 2-core CPU
 STARTUP_SECONDS = 15.0  # a worker importing torch and loading its models, measured here
-OUTPUTS = {
-    "split": ["parts/part_NNNN.wav"], "denoise": ["denoised/part_NNNN.wav"],
-    "vad": ["speech/part_NNNN.wav", "speech/part_NNNN.json"],
-    "diar": ["diarization/part_NNNN.rttm", "diarization/part_NNNN.json", "<stem>.rttm"],
-}
 
 
 def stage_rates(config: RunConfig) -> dict[str, float]:
     """Each requested stage's measured real-time factor with these settings."""
-    variants = {"split": config.asr_backend if config.split_method == "word_boundary" else "time",
-                "denoise": config.denoiser, "vad": "silero", "diar": "pyannote"}
-    return {step: MEASURED_RTF[(step, variants[step])] for step in config.steps}
+    return {step: STAGES[step].real_time_factor(config) for step in config.steps}
 
 
 def describe_steps(config: RunConfig) -> str:
-    details = {"split": f"{config.split_method}, {config.chunk_duration:g} s"
-                        + (f", {config.asr_backend} {config.whisper_model}"
-                           if config.split_method == "word_boundary" else ""),
-               "denoise": config.denoiser, "vad": f"silero, threshold {config.vad_threshold:g}",
-               "diar": config.diarization_model}
-    return " -> ".join(f"{step} ({details[step]})" for step in config.steps)
+    return " -> ".join(f"{step} ({STAGES[step].describe(config)})" for step in config.steps)
 
 
-def planned_parts(config: RunConfig, duration: float) -> str:
+def planned_parts(config: RunConfig, probe) -> str:
     if "split" not in config.steps:
         return "1 part"
-    count = max(1, math.ceil(duration / config.chunk_duration - 1e-9))
+    count = Split.time_parts(config, round(probe.duration * probe.sample_rate), probe.sample_rate)
     return f"{'about ' if config.split_method == 'word_boundary' else ''}{count} part{'s' if count != 1 else ''}"
+
+
+def planned_outputs(config: RunConfig) -> list[str]:
+    """Each requested stage's outputs, as the dry run lists them."""
+    outputs = []
+    for step in config.steps:
+        stage = STAGES[step]
+        outputs += [output.pattern() for output in stage.outputs.values() if not output.when or output.when(config)]
+        outputs += list(stage.file_outputs)
+    return outputs
 
 
 def format_seconds(seconds: float) -> str:
@@ -87,14 +80,11 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
             continue
         total += probe.duration
         rows.append(f"  {name}: {probe.duration:.1f} s, {probe.sample_rate} Hz, {probe.channels} ch "
-                    f"-> {config.output / job.key}/ ({planned_parts(config, probe.duration)})")
+                    f"-> {config.output / job.key}/ ({planned_parts(config, probe)})")
     print(f"Input: {config.input} ({len(jobs)} audio file(s), {total / 60:.1f} min of audio)")
     print("\n".join(rows))
     print(f"Steps: {describe_steps(config)}")
-    outputs = [path for step in config.steps for path in OUTPUTS[step]]
-    if "split" in config.steps and config.split_method == "word_boundary":
-        outputs.insert(1, "transcripts/part_NNNN.json")  # the words of each part
-    print(f"Outputs per file: {', '.join(outputs + ['timeline.png', 'report.txt', 'report.json'])}")
+    print(f"Outputs per file: {', '.join(planned_outputs(config) + ['timeline.png', 'report.txt', 'report.json'])}")
     print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
           "audio_processing.log")
     workers = max(1, min(config.workers or get_optimal_workers(), len(jobs)))

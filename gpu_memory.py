@@ -1,15 +1,21 @@
-"""GPUMemoryManager: a memory limit on the card, memory checks, cleanup, and CPU fallback on out-of-memory.
+"""Where a run computes, and the GPU memory it may use.
 
-Everything CUDA goes through `self.cuda`, which is `torch.cuda` unless a test passes a stand-in with the same
-functions, so the code that runs under test is the code that runs on a real card.
+The main process decides once (`plan_devices`: --use_gpu, the profile and the cards it finds) and hands the
+`DevicePlan` to every worker, local or Ray. In a worker, `GPUMemoryManager` holds the card's memory limit,
+checks what is free, cleans up, and falls back to the CPU on out-of-memory. Everything CUDA goes through
+`self.cuda`, which is `torch.cuda` unless a test passes a stand-in with the same functions, so the code that
+runs under test is the code that runs on a real card. The main process never imports torch: it finds the cards
+through the CUDA driver itself.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 GB = 1024 ** 3
@@ -27,8 +33,68 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, (RuntimeError, MemoryError)) and "out of memory" in str(error).lower()
 
 
+@dataclass(frozen=True)
+class Card:
+    name: str
+    memory_gb: float
+
+
+def detect_gpus() -> list[Card]:
+    """The CUDA devices this process may use (CUDA_VISIBLE_DEVICES applies), asked of the driver (libcuda)
+    without torch; none when there is no driver."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return []
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    cards = []
+    for index in range(count.value):
+        device, name, memory = ctypes.c_int(0), ctypes.create_string_buffer(256), ctypes.c_size_t(0)
+        if (driver.cuDeviceGet(ctypes.byref(device), index) == 0
+                and driver.cuDeviceGetName(name, len(name), device) == 0
+                and driver.cuDeviceTotalMem_v2(ctypes.byref(memory), device) == 0):
+            cards.append(Card(name.value.decode(errors="replace"), memory.value / GB))
+    return cards
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where the workers compute; decided once in the main process, the same for every worker."""
+
+    use_gpu: bool
+    memory_limit: float = DEFAULT_MEMORY_LIMIT
+    cards: int = 0  # CUDA devices on this machine; 0 on the CPU (and for Ray, whose cluster places the GPUs)
+    description: str = ""  # one line for the log
+
+    def worker_device(self, worker_id: int, workers: int) -> tuple[int, int]:
+        """(card index, workers sharing that card): workers are spread over the cards."""
+        if not self.use_gpu or self.cards <= 1:
+            return 0, max(1, workers) if self.use_gpu else 1
+        return worker_id % self.cards, -(-workers // self.cards)
+
+
+def plan_devices(use_gpu: bool, memory_limit: float, backend: str = "local",
+                 cards: list[Card] | None = None) -> DevicePlan:
+    """The run's device plan from --use_gpu (after the profile), --gpu_memory_limit and the cards found here."""
+    if not use_gpu:
+        return DevicePlan(False, description="devices: CPU (--use_gpu not given)")
+    if backend == "ray":
+        return DevicePlan(True, memory_limit, description=f"devices: the Ray cluster's GPUs, memory limit "
+                                                          f"{memory_limit:.0%} of each card")
+    cards = detect_gpus() if cards is None else cards
+    if not cards:
+        return DevicePlan(False, description="devices: CPU (--use_gpu given, but no CUDA device was found)")
+    if memory_limit <= 0:
+        return DevicePlan(False, description="devices: CPU (--gpu_memory_limit 0 leaves the GPU nothing)")
+    names = ", ".join(f"{card.name} ({card.memory_gb:.0f} GB)" for card in cards)
+    return DevicePlan(True, memory_limit, len(cards), f"devices: {len(cards)} GPU(s): {names}; memory limit "
+                                                      f"{memory_limit:.0%} of each card")
+
+
 class GPUMemoryManager:
-    def __init__(self, memory_limit: float = DEFAULT_MEMORY_LIMIT, use_gpu: bool = True, cuda=None,
+    def __init__(self, memory_limit: float = DEFAULT_MEMORY_LIMIT, *, use_gpu: bool, cuda=None,
                  device_index: int = 0, processes_per_device: int = 1):
         if not 0.0 <= memory_limit <= 1.0:
             raise ValueError(f"memory_limit must be between 0 and 1, got {memory_limit}")
@@ -106,8 +172,6 @@ class GPUMemoryManager:
                 self.cuda.synchronize(self.device_index)
                 self.cuda.ipc_collect()
             self.cuda.empty_cache()
-
-    is_out_of_memory = staticmethod(is_out_of_memory)
 
     def run_with_fallback(self, work: Callable[[str, bool], T], what: str, required_gb: float = 2.0,
                           on_fallback: Callable[[str], None] | None = None) -> T:

@@ -1,4 +1,5 @@
-"""Interactive mode: the same settings as the flags, asked one by one with defaults and checks."""
+"""Interactive mode: the declared options that carry a question (config.OPTIONS), asked one by one with their
+defaults and the same checks as the flags; a stage's questions only when the stage was chosen."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from config import STEPS, RunConfig
+from config import OPTIONS, RunConfig
+from options import Option
+from stages import STAGES
 
 T = TypeVar("T")
+STAGE_OF = {option.name: stage.name for stage in STAGES.values() for option in stage.options}
 
 
 class Cancelled(Exception):
@@ -35,23 +39,6 @@ def _existing_path(text: str) -> Path:
     return path
 
 
-def _steps(text: str) -> tuple[str, ...]:
-    chosen = text.replace(",", " ").split()
-    unknown = [step for step in chosen if step not in STEPS]
-    if unknown or not chosen:
-        raise ValueError(f"choose among: {' '.join(STEPS)}")
-    return tuple(step for step in STEPS if step in chosen)
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"choose one of: {', '.join(options)}")
-        return text
-
-    return parse
-
-
 def _yes_no(text: str) -> bool:
     if text.lower() in ("y", "yes"):
         return True
@@ -60,14 +47,30 @@ def _yes_no(text: str) -> bool:
     raise ValueError("answer y or n")
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        return value
+def _parser(option: Option) -> Callable[[str], object]:
+    if option.name == "input":
+        return _existing_path
+    if option.kind == "flag":
+        return _yes_no
+    if option.kind == "list":
+        def parse_list(text: str) -> tuple:
+            chosen = tuple(option.convert(item) for item in text.replace(",", " ").split())
+            if not chosen:
+                raise ValueError(f"choose from {', '.join(option.choices)}")
+            return tuple(choice for choice in option.choices if choice in chosen)  # in pipeline order
 
-    return parse
+        return parse_list
+    return option.convert
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "y" if value else "n"
+    if isinstance(value, tuple):
+        return " ".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "" if value is None else str(value)
 
 
 def describe_input(path: Path) -> tuple[str, float]:
@@ -85,47 +88,38 @@ def describe_input(path: Path) -> tuple[str, float]:
             + (f" ({unreadable} unreadable: they will be reported)" if unreadable else "")), seconds
 
 
-def ask_config(start: RunConfig | None = None, read=input) -> RunConfig | None:
-    """The prompt session; None when the user cancels (Ctrl-C, end of input, or 'n' at the end)."""
-    import torch
-
+def ask_config(config: RunConfig, asked_input: bool = True, read=input) -> RunConfig | None:
+    """The prompt session from `config`'s values as defaults; None when the user cancels (Ctrl-C, end of input,
+    or 'n' at the end). asked_input=False: the input was given, its question shows it as the default."""
     from dry_run import estimate
+    from gpu_memory import detect_gpus
     from runner import get_optimal_workers
 
-    config = start or RunConfig(input=Path("."), output=Path("results"))
+    asked, audio_seconds = [], 0.0
     try:
-        source = ask("Input file or folder", str(config.input) if start else "", _existing_path, read)
-        found, audio_seconds = describe_input(source)
-        print(found)
-        output = ask("Output folder", str(config.output), Path, read)
-        steps = ask("Steps (any of split denoise vad diar)", " ".join(config.steps), _steps, read)
-        method, chunk = config.split_method, config.chunk_duration
-        if "split" in steps:
-            method = ask("Split method (time / word_boundary)", method, _choice("time", "word_boundary"), read)
-            chunk = ask("Chunk duration in seconds", f"{chunk:g}", _positive(float), read)
-        denoiser = config.denoiser
-        if "denoise" in steps:
-            denoiser = ask("Denoiser (demucs / deepfilternet)", denoiser, _choice("demucs", "deepfilternet"), read)
-        gpu_found = torch.cuda.is_available()
-        print(f"  GPU: {torch.cuda.get_device_name(0) if gpu_found else 'none detected'}")
-        use_gpu = ask("Use the GPU (y/n)", "y" if gpu_found else "n", _yes_no, read)
-        suggested = get_optimal_workers()
-        workers = ask(f"Worker processes (suggested {suggested})", str(config.workers or suggested),
-                      _positive(int), read)
-        whisper_model = config.whisper_model
-        if method == "word_boundary":
-            whisper_model = ask("Whisper model (name or path)", whisper_model, str, read)
-        diarization_model = config.diarization_model
-        if "diar" in steps:
-            diarization_model = ask("Diarization model (hub name, folder, or offline)", diarization_model, str, read)
-        config = replace(config, input=source, output=output, steps=steps, split_method=method,
-                         chunk_duration=chunk, denoiser=denoiser, use_gpu=use_gpu, workers=workers,
-                         whisper_model=whisper_model, diarization_model=diarization_model)
+        for option in OPTIONS.values():
+            stage = STAGE_OF.get(option.name)
+            if (not option.question or (stage and stage not in config.steps)
+                    or (option.ask_if and not option.ask_if(config))):
+                continue
+            question, default = option.question, _shown(getattr(config, option.name))
+            if option.name == "input" and asked_input:
+                default = ""
+            elif option.name == "use_gpu":
+                cards = detect_gpus()
+                print(f"  GPU: {cards[0].name if cards else 'none detected'}")
+                default = "y" if cards or config.use_gpu else "n"
+            elif option.name == "workers":
+                suggested = get_optimal_workers()
+                question, default = f"{question} (suggested {suggested})", str(config.workers or suggested)
+            config = replace(config, **{option.name: ask(question, default, _parser(option), read)})
+            asked.append(option.name)
+            if option.name == "input":
+                found, audio_seconds = describe_input(config.input)
+                print(found)
         print("\nSummary:")
-        for key in ("input", "output", "steps", "split_method", "chunk_duration", "denoiser", "use_gpu", "workers",
-                    "whisper_model", "diarization_model"):
-            value = config.public_dict()[key]
-            print(f"  {key}: {' '.join(value) if isinstance(value, list) else value}")
+        for name in asked:
+            print(f"  {name}: {_shown(getattr(config, name)) if name != 'use_gpu' else getattr(config, name)}")
         print(f"  estimated run time: {estimate(config, audio_seconds)}")
         if not ask("Run now (y/n)", "y", _yes_no, read):
             print("Cancelled.")

@@ -93,13 +93,11 @@ class ModelManager:
             raise model
         return model
 
-    def release(self, kind: str | None = None) -> None:
-        """Drop cached models (of one kind, or all) and free their memory."""
-        for key in [key for key in self._models if kind is None or key[0] == kind]:
-            del self._models[key]
+    def release(self) -> None:
+        """Drop every cached model and free their memory."""
+        self._models.clear()
         gc.unfreeze()  # the dropped models' cycles must be collectable
         self.cleanup()
-        gc.freeze()  # the models still cached
         _return_freed_memory()
 
     def cleanup(self) -> None:

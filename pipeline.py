@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from model_manager import ModelManager
 from reports import manifest_record, write_file_report
 from resume import own_files, settings_fingerprint
 from stages import FileContext, Part, Stage, build_stages
+from stages.split import Split
 from timeline import write_timeline
 
 log = logging.getLogger("audio_processing")
@@ -71,9 +71,8 @@ def shard_jobs(config: RunConfig, jobs: list[FileJob], workers: int) -> list[Fil
         except AudioError:
             planned.append(job)  # its own job reports the problem
             continue
-        parts = math.ceil(round(probe.duration * probe.sample_rate) / max(1, round(config.chunk_duration
-                                                                                   * probe.sample_rate)))
-        count = min(parts, math.ceil(2 * workers / len(jobs)))
+        parts = Split.time_parts(config, round(probe.duration * probe.sample_rate), probe.sample_rate)
+        count = min(parts, -(-2 * workers // len(jobs)))  # ceil
         if count < 2:
             planned.append(job)
             continue

@@ -1,6 +1,7 @@
-"""Hardware profiles: the seed guide's tuning table as presets (memory limit, batch size, workers).
+"""Hardware profiles: the seed guide's tuning table as presets (GPU use, memory limit, batch size, workers).
 
-`--profile auto` picks one from the detected hardware; flags given explicitly override the profile.
+`--profile auto` picks one from the detected hardware. A profile only fills the options the user did not give
+(config.make_config logs where a given option kept its value over the profile's).
 """
 
 from __future__ import annotations
@@ -9,32 +10,30 @@ import os
 
 import psutil
 
+from gpu_memory import Card, detect_gpus
+
 PROFILES = {
-    # name: (GPU memory limit, denoise batch size, worker processes); the seed guide's table
-    "high": (0.8, 4, 8),  # e.g. RTX 5080, 32 GB RAM
-    "mid": (0.6, 2, 4),  # e.g. RTX 3060, 16 GB RAM
-    "low": (0.0, 1, 2),  # CPU only, 8 GB RAM
-    "cpu": (0.0, 2, None),  # CPU only with more RAM: workers from get_optimal_workers
+    # name: (use the GPU, GPU memory limit, denoise batch size, worker processes); the seed guide's table
+    "high": (True, 0.8, 4, 8),  # e.g. RTX 5080, 32 GB RAM
+    "mid": (True, 0.6, 2, 4),  # e.g. RTX 3060, 16 GB RAM
+    "low": (False, None, 1, 2),  # CPU only, 8 GB RAM
+    "cpu": (False, None, 2, None),  # CPU only with more RAM: workers from get_optimal_workers
 }
 
 
-def detect_profile(cuda=None, memory_gb: float | None = None) -> str:
-    if cuda is None:
-        import torch
-
-        cuda = torch.cuda
+def detect_profile(cards: list[Card] | None = None, memory_gb: float | None = None) -> str:
+    cards = detect_gpus() if cards is None else cards
     memory_gb = memory_gb if memory_gb is not None else psutil.virtual_memory().total / 1024 ** 3
-    if cuda.is_available():
-        card_gb = cuda.mem_get_info(0)[1] / 1024 ** 3
-        return "high" if card_gb >= 12 and memory_gb >= 32 else "mid"
+    if cards:
+        return "high" if cards[0].memory_gb >= 12 and memory_gb >= 32 else "mid"
     return "low" if memory_gb < 12 else "cpu"
 
 
-def profile_settings(name: str, cuda=None) -> dict:
-    """The profile's settings; workers never more than the cores (threads are split between them)."""
+def profile_settings(name: str, cards: list[Card] | None = None) -> tuple[str, dict]:
+    """(the profile's name, auto resolved; the option values it sets). Workers never more than the cores."""
     if name == "auto":
-        name = detect_profile(cuda)
-    limit, batch_size, workers = PROFILES[name]
-    if workers is not None:
-        workers = min(workers, os.cpu_count() or 1)
-    return {"profile": name, "gpu_memory_limit": limit, "batch_size": batch_size, "workers": workers}
+        name = detect_profile(cards)
+    use_gpu, limit, batch_size, workers = PROFILES[name]
+    settings = {"use_gpu": use_gpu, "gpu_memory_limit": limit, "batch_size": batch_size,
+                "workers": None if workers is None else min(workers, os.cpu_count() or 1)}
+    return name, {option: value for option, value in settings.items() if value is not None}

@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from config import RunConfig
+from gpu_memory import DevicePlan
 from pipeline import FileJob
 from runner import Worker, run_job, worker_models
 
@@ -25,15 +26,16 @@ ROOT = Path(__file__).resolve().parent
 class FileWorker:
     """A Ray actor holding one worker's models for all the files it is given."""
 
-    def __init__(self, config: RunConfig, threads: int, processes_per_device: int):
+    def __init__(self, config: RunConfig, devices: DevicePlan, threads: int, processes_per_device: int):
         # Only small arguments here: Ray can restart an actor whose constructor arguments are inlined.
-        self.config, self.threads, self.processes_per_device = config, threads, processes_per_device
+        self.config, self.devices, self.threads = config, devices, threads
+        self.processes_per_device = processes_per_device
         self.models = None
 
     def process(self, job: FileJob, worker_id: int, events) -> dict:
         multiprocessing.current_process().name = f"ray-worker-{worker_id}"  # as log records name their worker
         if self.models is None:  # Ray shows the actor the GPU it was given as device 0 (CUDA_VISIBLE_DEVICES)
-            self.models = worker_models(self.config, self.threads, events, device_index=0,
+            self.models = worker_models(self.config, self.devices, self.threads, events, device_index=0,
                                         processes_per_device=self.processes_per_device)
         return run_job(job, self.config, self.models, worker_id, events)
 
@@ -41,7 +43,7 @@ class FileWorker:
 class RayWorkerPool:
     """Actors instead of processes; what BatchRun needs from a pool (see runner.WorkerPool)."""
 
-    def __init__(self, config: RunConfig, size: int, threads: int):
+    def __init__(self, config: RunConfig, devices: DevicePlan, size: int, threads: int):
         import ray  # optional: the command line checked it is installed
 
         self.ray = ray
@@ -55,17 +57,18 @@ class RayWorkerPool:
             # No address: a Ray instance on this machine. Actor output goes to Ray's own log files, not across
             # the progress bars; our log records come over the queue.
             # The project's code must be at the same path on every node (a shared folder, like the data).
-            environment = {"PYTHONPATH": str(ROOT), "PYANNOTE_METRICS_ENABLED": "0"}
+            paths = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+            environment = {"PYTHONPATH": os.pathsep.join(paths), "PYANNOTE_METRICS_ENABLED": "0"}
             ray.init(address=config.ray_address, log_to_driver=False, include_dashboard=False,
                      configure_logging=False, runtime_env={"env_vars": environment},
                      **({} if config.ray_address else {"num_cpus": os.cpu_count()}))
         if config.ray_address:  # threads per actor from the cluster's cores, not this machine's
             threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // size)
-        self.config, self.size, self.threads = config, size, threads
+        self.config, self.devices, self.size, self.threads = config, devices, size, threads
         self.events = Queue()
         self.waiting: deque = deque()
         gpus = 0.0
-        if config.use_gpu:
+        if devices.use_gpu:
             cards = ray.cluster_resources().get("GPU", 0)
             gpus = min(1.0, cards / size) if cards else 0.0  # workers share the cards evenly
         self.gpus = gpus
@@ -75,7 +78,7 @@ class RayWorkerPool:
 
     def _start(self, worker_id: int) -> Worker:
         per_device = max(1, round(1 / self.gpus)) if self.gpus else 1
-        actor = self.actor_class.remote(self.config, self.threads, per_device)
+        actor = self.actor_class.remote(self.config, self.devices, self.threads, per_device)
         return Worker(worker_id, actor, None)
 
     def assign(self, worker: Worker, job: FileJob) -> None:

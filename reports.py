@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from audio_io import write_json, write_text
-
-MANIFEST_FIELDS = ("text", "speech_duration", "speakers", "denoiser", "denoiser_fallback")
+from stages import MANIFEST_FIELDS
 
 
 def manifest_record(job, part, ctx) -> dict:

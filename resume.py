@@ -103,9 +103,8 @@ def reusable_parts(output: Path, job, records: list[dict]) -> dict[int, dict]:
             stage = STAGES[name]
             outputs = record["outputs"]
             if (record.get("stages", {}).get(name) == fingerprint
-                    and all(kind in outputs for kind in stage.output_kinds)
-                    and all((output / outputs[kind]).exists()
-                            for kind in stage.output_kinds + stage.optional_outputs if kind in outputs)):
+                    and all(kind in outputs for kind in stage.output_kinds())
+                    and all((output / outputs[kind]).exists() for kind in stage.outputs if kind in outputs)):
                 reusable.append(name)
         if reusable and ("split" not in job.fingerprints or "split" in reusable):
             earlier[record["part"]] = {**record, "reusable": reusable}
@@ -122,8 +121,7 @@ def kept_outputs(earlier: dict[int, dict]) -> set[str]:
     for record in earlier.values():
         for name in record["reusable"]:
             stage = STAGES[name]
-            kept.update(record["outputs"][kind] for kind in stage.output_kinds + stage.optional_outputs
-                        if kind in record["outputs"])
+            kept.update(record["outputs"][kind] for kind in stage.outputs if kind in record["outputs"])
     return kept
 
 

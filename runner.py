@@ -25,6 +25,7 @@ import psutil
 from tqdm import tqdm
 
 from config import RunConfig
+from gpu_memory import DevicePlan
 from html_report import write_html_report
 from pipeline import FileJob, process_file, remove_leftovers, shard_jobs
 from audio_io import write_json
@@ -56,7 +57,8 @@ def threads_per_worker(workers: int) -> int:
 
 # ---- inside a worker process ----
 
-def worker_models(config: RunConfig, threads: int, events, device_index: int, processes_per_device: int):
+def worker_models(config: RunConfig, devices: DevicePlan, threads: int, events, device_index: int,
+                  processes_per_device: int):
     """A worker's set-up, whatever runs it: thread counts, logging to the main process, its models."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -75,7 +77,7 @@ def worker_models(config: RunConfig, threads: int, events, device_index: int, pr
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
 
-    gpu = GPUMemoryManager(config.gpu_memory_limit, use_gpu=config.use_gpu, device_index=device_index,
+    gpu = GPUMemoryManager(devices.memory_limit, use_gpu=devices.use_gpu, device_index=device_index,
                            processes_per_device=processes_per_device)
     return ModelManager(gpu, models_dir=config.models_dir, hf_token=config.hf_token, cpu_threads=threads,
                         language=config.language, asr_compute_type=config.asr_compute_type)
@@ -101,18 +103,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(worker_id: int, workers: int, config: RunConfig, threads: int, tasks, events, parent: int) -> None:
+def _worker_main(worker_id: int, workers: int, config: RunConfig, devices: DevicePlan, threads: int, tasks, events,
+                 parent: int) -> None:
     _die_with_parent(parent)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
     log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_file, 2)
     os.close(log_file)
-    import torch
-
     # Workers are spread over the cards; those on one card share its memory limit.
-    cards = torch.cuda.device_count() if config.use_gpu and torch.cuda.is_available() else 1
-    models = worker_models(config, threads, events, device_index=worker_id % cards,
-                           processes_per_device=-(-workers // cards))
+    card, sharing = devices.worker_device(worker_id, workers)
+    models = worker_models(config, devices, threads, events, device_index=card, processes_per_device=sharing)
     while True:
         try:
             job = tasks.get(timeout=5)
@@ -150,17 +150,17 @@ class WorkerPool:
     A pool (this one, or ray_backend.RayWorkerPool) gives BatchRun: workers, next_event, assign, failure,
     replace and close."""
 
-    def __init__(self, config: RunConfig, size: int, threads: int):
+    def __init__(self, config: RunConfig, devices: DevicePlan, size: int, threads: int):
         self.context = mp.get_context("spawn")
-        self.config, self.threads, self.size = config, threads, size
+        self.config, self.devices, self.threads, self.size = config, devices, threads, size
         self.events = self.context.Queue()
         self.workers = [self._start(i) for i in range(size)]
 
     def _start(self, worker_id: int) -> Worker:
         tasks = self.context.Queue()
         process = self.context.Process(target=_worker_main, name=f"worker-{worker_id}",
-                                       args=(worker_id, self.size, self.config, self.threads, tasks, self.events,
-                                             os.getpid()),
+                                       args=(worker_id, self.size, self.config, self.devices, self.threads, tasks,
+                                             self.events, os.getpid()),
                                        daemon=True)
         process.start()
         return Worker(worker_id, process, tasks)
@@ -202,8 +202,8 @@ class WorkerPool:
 class BatchRun:
     """The main process's side of a batch: hands out jobs, records events, replaces stuck workers."""
 
-    def __init__(self, config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool, backend: str = "local"):
-        self.config, self.jobs, self.backend = config, jobs, backend
+    def __init__(self, config: RunConfig, devices: DevicePlan, jobs: list[FileJob], workers: int, quiet: bool):
+        self.config, self.devices, self.jobs = config, devices, jobs
         self.pending = list(shard_jobs(config, jobs, workers))  # long files' parts shared out when files are few
         self.shards_left = Counter(job.index for job in self.pending if job.shard)
         self.carried: dict[int, dict] = {}  # file -> what its finished shards spent
@@ -325,18 +325,18 @@ class BatchRun:
             self.handle(pool, event)
 
     def make_pool(self):
-        if self.backend == "ray":
+        if self.config.backend == "ray":
             from ray_backend import RayWorkerPool
 
-            return RayWorkerPool(self.config, self.workers, self.threads)
-        return WorkerPool(self.config, self.workers, self.threads)
+            return RayWorkerPool(self.config, self.devices, self.workers, self.threads)
+        return WorkerPool(self.config, self.devices, self.workers, self.threads)
 
 
 def busy(pool) -> list[Worker]:
     return [worker for worker in pool.workers if worker.job is not None]
 
 
-def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool = False,
+def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], workers: int, quiet: bool = False,
               overwrite: bool = False) -> dict:
     """Process every job not finished in an earlier run; returns the run summary (also written to summary.json
     and printed)."""
@@ -365,7 +365,7 @@ def run_batch(config: RunConfig, jobs: list[FileJob], workers: int, quiet: bool 
     reports, interrupted, used_workers = {}, False, 0
     if todo:
         disable_downloads_when_offline(log.info)
-        batch = BatchRun(config, todo, workers, quiet, backend=config.backend)
+        batch = BatchRun(config, devices, todo, workers, quiet)
         interrupted = batch.run()
         reports, used_workers = batch.reports, batch.workers
         for job in todo:  # no worker runs now: what a killed or retried attempt left can go

@@ -1,13 +1,41 @@
-"""The four stages, always run in this order: split, denoise, vad, diar."""
+"""The stage registry: every stage, in pipeline order. A new stage is one file in this folder and one line here;
+the command line, --config files, the interactive prompt, the manifest, the dry run and the reports take their
+stages and options from this list.
 
-from stages.base import FileContext, Part, Stage
+Other packages can add stages without changing this project: a Stage subclass named in the entry-point group
+"audio_processing.stages" joins the list after the stage its `after` attribute names (at the end without one).
+"""
+
+from importlib.metadata import entry_points
+
+from stages.base import FileContext, Output, Part, Stage
 from stages.denoise import Denoise
 from stages.diarize import Diarize
 from stages.split import Split
 from stages.vad import VoiceActivity
 
-STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in (Split, Denoise, VoiceActivity, Diarize)}
+BUILT_IN: tuple[type[Stage], ...] = (
+    Split,
+    Denoise,
+    VoiceActivity,
+    Diarize,
+)
+PLUGIN_GROUP = "audio_processing.stages"
+
+
+def _in_order() -> list[type[Stage]]:
+    ordered = list(BUILT_IN)
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda entry: entry.name):
+        stage = entry.load()
+        names = [known.name for known in ordered]
+        after = getattr(stage, "after", None)
+        ordered.insert(names.index(after) + 1 if after in names else len(ordered), stage)
+    return ordered
+
+
+STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in _in_order()}
 STAGE_ORDER = tuple(STAGES)
+MANIFEST_FIELDS = tuple(field for stage in STAGES.values() for field in stage.manifest_fields)
 
 
 def build_stages(steps, config, models) -> list[Stage]:
@@ -15,4 +43,4 @@ def build_stages(steps, config, models) -> list[Stage]:
     return [STAGES[name](config, models) for name in STAGE_ORDER if name in steps]
 
 
-__all__ = ["FileContext", "Part", "Stage", "STAGES", "STAGE_ORDER", "build_stages"]
+__all__ = ["FileContext", "Output", "Part", "Stage", "STAGES", "STAGE_ORDER", "MANIFEST_FIELDS", "build_stages"]

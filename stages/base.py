@@ -11,11 +11,12 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
 from audio_io import AudioInfo, as_float, iter_blocks, read_frames
+from options import Option
 
 if TYPE_CHECKING:  # torch is imported where it is used: the main process imports the stages and needs no torch
     import torch
@@ -109,9 +110,6 @@ class FileContext:
     earlier: dict[int, dict] = field(default_factory=dict)  # part index -> its manifest record from an earlier run
     shard: tuple[int, int | None] | None = None  # only parts [first, end) of the file, when it is shared out
 
-    def output_path(self, kind: str, part: Part, suffix: str) -> Path:
-        return self.out_dir / kind / f"{part.name}{suffix}"
-
     def relative(self, path: Path) -> str:
         return Path(path).relative_to(self.output_root).as_posix()
 
@@ -122,22 +120,64 @@ class FileContext:
             self.log.warning("%s: %s", self.source, message)
 
 
-class Stage:
-    """One step of the pipeline. Subclasses set `name` and implement `run`; `finish` is for whole-file output.
+@dataclass(frozen=True)
+class Output:
+    """A per-part output: <file folder>/<folder>/part_NNNN<suffix>, listed in the manifest under its kind."""
 
-    For resuming, a stage also says which options change its output (`settings`), which outputs prove a part
-    went through it (`output_kinds`), and how to take a part's output back from an earlier run (`restore`).
+    folder: str
+    suffix: str
+    optional: bool = False  # only some parts have it
+    when: Callable[[Any], bool] | None = None  # written only with these settings (for the dry run's list)
+
+    def pattern(self) -> str:
+        return f"{self.folder}/part_NNNN{self.suffix}"
+
+
+class Stage:
+    """One step of the pipeline, declared in one file: its name on the command line, its options, its outputs,
+    its manifest fields and its run-time estimate; everything that lists stages is built from these (see
+    stages/__init__.py). Subclasses implement `run`; `finish` is for whole-file output.
+
+    For resuming, a stage also says which options change its output (`settings`) and how to take a part's
+    output back from an earlier run (`restore`).
     """
 
     name: ClassVar[str]
-    changes_audio: ClassVar[bool] = False  # the stages after it read the audio it wrote
-    output_kinds: ClassVar[tuple[str, ...]] = ()  # manifest `outputs` keys every finished part has
-    optional_outputs: ClassVar[tuple[str, ...]] = ()  # and those only some parts have
+    summary: ClassVar[str]  # what it does, in a few words (--help, the dry run)
+    options: ClassVar[tuple[Option, ...]] = ()  # its own options; RunConfig has a field for each
+    outputs: ClassVar[dict[str, Output]] = {}  # manifest `outputs` kind -> where the part's file goes
+    file_outputs: ClassVar[tuple[str, ...]] = ()  # whole-file outputs, e.g. "<stem>.rttm"
     manifest_fields: ClassVar[tuple[str, ...]] = ()  # manifest fields it sets, brought back by `restore`
+    changes_audio: ClassVar[bool] = False  # the stages after it read the audio it wrote
 
     def __init__(self, config, models):
         self.config = config
         self.models = models
+
+    @classmethod
+    def output_kinds(cls) -> tuple[str, ...]:
+        """The outputs that prove a part went through the stage."""
+        return tuple(kind for kind, output in cls.outputs.items() if not output.optional)
+
+    def output_path(self, ctx: FileContext, kind: str, part: Part) -> Path:
+        output = self.outputs[kind]
+        return ctx.out_dir / output.folder / f"{part.name}{output.suffix}"
+
+    @classmethod
+    def describe(cls, config) -> str:
+        """The stage's settings in a few words, for the dry run's plan."""
+        return ""
+
+    @classmethod
+    def real_time_factor(cls, config) -> float:
+        """Seconds of work per second of audio with these settings, measured on a 2-core CPU (bench/stage_rtf.py,
+        OPTIMIZATION.md): the dry run's and the interactive prompt's estimate."""
+        return 0.0
+
+    @staticmethod
+    def check(config) -> list[str]:
+        """What is wrong in a combination of this stage's options (each option alone is checked when read)."""
+        return []
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         raise NotImplementedError
@@ -152,8 +192,7 @@ class Stage:
 
     def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
         """Take the part's output of this stage from an earlier run instead of computing it again."""
-        part.outputs.update({kind: path for kind, path in record["outputs"].items()
-                             if kind in self.output_kinds + self.optional_outputs})
+        part.outputs.update({kind: path for kind, path in record["outputs"].items() if kind in self.outputs})
         part.fields.update({key: record[key] for key in self.manifest_fields if key in record})
         part.reused.add(self.name)
         info = ctx.stage_info.setdefault(self.name, dict(self.settings(self.config)))

@@ -17,7 +17,8 @@ import numpy as np
 
 from audio_io import write_json, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, one_thread_on_cpu
+from options import Option, fraction, positive
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu
 
 LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' speakers are one person
 MIN_SPEAKER_SECONDS = 2.0  # a speaker with less speech than this in a file-wide cluster is not trusted alone
@@ -32,8 +33,40 @@ class Turn:
 
 class Diarize(Stage):
     name = "diar"
-    output_kinds = ("diarization", "speaker_embeddings")
+    summary = "who spoke when, one speaker labelling for the whole file (RTTM)"
+    options = (
+        Option("diarization_model", "pyannote/speaker-diarization-3.1", "pyannote pipeline: hub name, local "
+               "pipeline folder, or 'offline' (segmentation-3.0 + CAM++ from the model store)",
+               question="Diarization model (hub name, folder, or offline)"),
+        Option("hf_token", None, "Hugging Face token for hub pipelines", env="HF_TOKEN", secret=True,
+               default_text="$HF_TOKEN"),
+        Option("num_speakers", None, "exact number of speakers, when known", positive(int)),
+        Option("min_speakers", None, "at least this many speakers", positive(int)),
+        Option("max_speakers", None, "at most this many speakers", positive(int)),
+        Option("clustering_threshold", 0.8, "offline pipeline: speaker clustering threshold", positive(float)),
+        Option("min_cluster_size", 4, "offline pipeline: smaller speaker clusters (in embeddings) join a larger "
+               "one", positive(int)),
+        Option("segmentation_step", 0.2, "offline pipeline: segmentation window step, as a fraction of the "
+               "window", fraction),
+        Option("embedding_batch_size", 32, "offline pipeline: speaker embeddings per batch", positive(int)),
+    )
+    outputs = {"diarization": Output("diarization", ".rttm"), "speaker_embeddings": Output("diarization", ".json")}
+    file_outputs = ("<stem>.rttm",)
     manifest_fields = ("speakers",)
+
+    @classmethod
+    def describe(cls, config) -> str:
+        return config.diarization_model
+
+    @classmethod
+    def real_time_factor(cls, config) -> float:
+        return 0.216  # pyannote segmentation + CAM++ embeddings, measured
+
+    @staticmethod
+    def check(config) -> list[str]:
+        if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:
+            return ["--min_speakers is larger than --max_speakers"]
+        return []
 
     @staticmethod
     def settings(config) -> dict:
@@ -73,11 +106,11 @@ class Diarize(Stage):
         centroids = None if centroids is None else np.asarray(centroids)
         part.fields["diarization"] = {"labels": labels, "turns": turns, "centroids": centroids}
         # The part's own speakers and their embeddings: finish() links them across parts, also on a resumed run.
-        saved = ctx.output_path("diarization", part, ".json")
+        saved = self.output_path(ctx, "speaker_embeddings", part)
         write_json(saved, {"model": name, "labels": labels, "turns": [[t.start, t.end, t.speaker] for t in turns],
                            "centroids": None if centroids is None else centroids.tolist()})
         part.outputs["speaker_embeddings"] = ctx.relative(saved)
-        path = ctx.output_path("diarization", part, ".rttm")
+        path = self.output_path(ctx, "diarization", part)
         write_text(path, rttm(ctx.file_id, turns))  # part-local labels until finish() links them
         part.outputs["diarization"] = ctx.relative(path)
         yield part

@@ -13,6 +13,7 @@ it, so every word lands in exactly one part, and memory stays bounded for files 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -21,7 +22,8 @@ import numpy as np
 from asr import Word, words_text
 from audio_io import AudioWriter, as_float, open_audio, read_frames, write_json
 from model_manager import ModelUnavailable
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, resample
+from options import Option, positive
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, resample
 
 TOLERANCE = 0.15  # a word-boundary cut lies within +-15% of the target duration
 WINDOW_MARGIN = 2.0  # seconds of audio past the latest allowed cut, so the last words there are whole
@@ -45,12 +47,60 @@ class Cut:
     words: list[Word]  # the part's words, times in the original file
 
 
+COMPUTE_TYPES = ("auto", "int8", "float32", "float16", "int8_float16")  # CTranslate2's names
+
+
+def _word_boundary(config) -> bool:
+    return config.split_method == "word_boundary"
+
+
 class Split(Stage):
     name = "split"
+    summary = "cut files into parts, by time or at pauses between words"
+    options = (
+        Option("split_method", "time", "cut every --chunk_duration seconds, or at pauses between words",
+               choices=("time", "word_boundary"), question="Split method (time / word_boundary)"),
+        Option("chunk_duration", 300.0, "target part length in seconds", positive(float),
+               question="Chunk duration in seconds"),
+        Option("asr_backend", "faster-whisper", "speech recognition engine for word_boundary split",
+               choices=("faster-whisper", "openai-whisper")),
+        Option("asr_compute_type", "auto", "faster-whisper precision (auto = int8 on CPU, float16 on GPU; see "
+               "OPTIMIZATION.md for speed and word differences)", choices=COMPUTE_TYPES),
+        Option("whisper_model", "base", "Whisper model name or path (checkpoint .pt or CTranslate2 folder)",
+               question="Whisper model (name or path)", ask_if=_word_boundary),
+        Option("language", None, "spoken language code, e.g. en", default_text="detect"),
+    )
+    outputs = {"split": Output("parts", ".wav"),
+               "transcript": Output("transcripts", ".json", optional=True, when=_word_boundary)}
     changes_audio = True
-    output_kinds = ("split",)
-    optional_outputs = ("transcript",)  # word_boundary split only
     manifest_fields = ("text",)
+    # measured real-time factors: time split copies samples; word_boundary is the speech recognition's
+    RATES = {"time": 0.000, "faster-whisper": 0.115, "openai-whisper": 0.239}
+
+    @classmethod
+    def describe(cls, config) -> str:
+        return (f"{config.split_method}, {config.chunk_duration:g} s"
+                + (f", {config.asr_backend} {config.whisper_model}" if _word_boundary(config) else ""))
+
+    @classmethod
+    def real_time_factor(cls, config) -> float:
+        return cls.RATES[config.asr_backend if _word_boundary(config) else "time"]
+
+    @staticmethod
+    def check(config) -> list[str]:
+        if config.asr_compute_type != "auto" and config.asr_backend != "faster-whisper":
+            return ["--asr_compute_type applies to faster-whisper; openai-whisper runs float32 on CPU, "
+                    "float16 on GPU"]
+        return []
+
+    @staticmethod
+    def chunk_frames(config, sample_rate: int) -> int:
+        return max(1, round(config.chunk_duration * sample_rate))
+
+    @classmethod
+    def time_parts(cls, config, frames: int, sample_rate: int) -> int:
+        """How many parts a time split makes of a file (a word-boundary split makes about as many)."""
+        return max(1, math.ceil(frames / cls.chunk_frames(config, sample_rate)))
 
     @staticmethod
     def settings(config) -> dict:
@@ -66,7 +116,7 @@ class Split(Stage):
         transcriber = None  # loaded when the first part must be cut at a word boundary
         window = None  # the transcription the next cuts come from
         word_cuts = self.config.split_method == "word_boundary"
-        chunk = max(1, round(self.config.chunk_duration * whole.sample_rate))
+        chunk = self.chunk_frames(self.config, whole.sample_rate)
         first, stop = ctx.shard or (0, None)  # shards exist for time splits only: part i starts at i * chunk
         start, index = first * chunk, first
         while start < whole.frames and (stop is None or index < stop):
@@ -113,7 +163,7 @@ class Split(Stage):
 
     def _write_part(self, whole: Part, index: int, start: int, frames: int, ctx: FileContext) -> Part:
         part = Part(index, start, frames, whole.sample_rate, whole.channels, whole.audio, whole.audio_start + start)
-        path = ctx.output_path("parts", part, ".wav")
+        path = self.output_path(ctx, "split", part)
         block = BLOCK_SECONDS * whole.sample_rate
         with AudioWriter(path, whole.sample_rate, whole.channels, whole.audio.write_subtype) as writer:
             for samples in part.blocks(block):
@@ -123,7 +173,7 @@ class Split(Stage):
         return part
 
     def _write_transcript(self, part: Part, words: list[Word], ctx: FileContext) -> None:
-        path = ctx.output_path("transcripts", part, ".json")
+        path = self.output_path(ctx, "transcript", part)
         text = words_text(words)
         write_json(path, {"offset": round(part.offset, 6), "duration": round(part.duration, 6), "text": text,
                           "words": [word.to_dict() for word in words]})

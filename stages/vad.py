@@ -12,15 +12,38 @@ from typing import Iterator
 import numpy as np
 
 from audio_io import AudioWriter, as_float, iter_blocks, write_json
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, one_thread_on_cpu, resample
+from options import Option, fraction, positive
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, resample
 
 BLOCK_SECONDS = 600
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {text}")
+    return value
+
+
 class VoiceActivity(Stage):
     name = "vad"
-    output_kinds = ("speech", "speech_segments")
+    summary = "find the speech and write it without the silences"
+    options = (
+        Option("vad_threshold", 0.5, "Silero speech probability threshold", fraction),
+        Option("min_speech_ms", 250, "shorter speech bursts are dropped", positive(int)),
+        Option("min_silence_ms", 100, "shorter pauses stay inside speech", positive(int)),
+        Option("speech_pad_ms", 30, "padding kept around each speech segment", non_negative_int),
+    )
+    outputs = {"speech": Output("speech", ".wav"), "speech_segments": Output("speech", ".json")}
     manifest_fields = ("speech_duration",)
+
+    @classmethod
+    def describe(cls, config) -> str:
+        return f"silero, threshold {config.vad_threshold:g}"
+
+    @classmethod
+    def real_time_factor(cls, config) -> float:
+        return 0.011  # Silero, measured
 
     @staticmethod
     def settings(config) -> dict:
@@ -30,7 +53,7 @@ class VoiceActivity(Stage):
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         ctx.stage_info.setdefault(self.name, {}).update(model="silero-vad", threshold=self.config.vad_threshold)
         segments = self.speech_segments(part)  # (start, end) in part frames
-        audio_path = ctx.output_path("speech", part, ".wav")
+        audio_path = self.output_path(ctx, "speech", part)
         block = 30 * part.sample_rate
         with AudioWriter(audio_path, part.sample_rate, part.channels, part.audio.write_subtype) as writer:
             for start, end in segments:
@@ -39,7 +62,7 @@ class VoiceActivity(Stage):
         speech_frames = sum(end - start for start, end in segments)
         seconds = [{"start": round((part.start_frame + s) / part.sample_rate, 3),
                     "end": round((part.start_frame + e) / part.sample_rate, 3)} for s, e in segments]
-        json_path = ctx.output_path("speech", part, ".json")
+        json_path = self.output_path(ctx, "speech_segments", part)
         write_json(json_path, {"offset": round(part.offset, 6), "duration": round(part.duration, 6),
                                "speech_duration": round(speech_frames / part.sample_rate, 3), "segments": seconds})
         part.outputs["speech"] = ctx.relative(audio_path)

@@ -17,7 +17,7 @@ def fake_gpu(models_dir):
     from model_manager import ModelManager
 
     cuda = FakeCuda(total_gb=16, tensor_device="cpu")
-    models = ModelManager(GPUMemoryManager(memory_limit=0.75, cuda=cuda), models_dir=models_dir,
+    models = ModelManager(GPUMemoryManager(memory_limit=0.75, use_gpu=True, cuda=cuda), models_dir=models_dir,
                           cpu_threads=os.cpu_count() or 1, language="en")
     return cuda, models
 
