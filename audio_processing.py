@@ -141,8 +141,9 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
     import logging
 
     from gpu_memory import plan_devices
-    from pipeline import plan_jobs
-    from runner import get_optimal_workers, run_batch, setup_logging
+    from batch.jobs import plan_jobs
+    from batch.run import get_optimal_workers, run_batch
+    from reporting.logs import setup_logging
 
     setup_logging(config.output, verbose=verbose, quiet=quiet)
     log = logging.getLogger("audio_processing")
@@ -167,12 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     explicit = {**(options_from_toml(parser, args.config) if args.config else {}), **given_options(args)}
     if args.prepare_models:
-        from model_store import main as prepare
+        from loaders.model_store import main as prepare
 
         return prepare(["--models_dir", str(explicit["models_dir"])] if explicit.get("models_dir") else [])
-    config, notes = make_config(explicit)
+    profile = None
+    if explicit.get("profile"):
+        from frontends.profiles import profile_settings
+
+        profile = profile_settings(explicit["profile"])
+    config, notes = make_config(explicit, profile)
     if args.interactive:
-        from interactive import ask_config
+        from frontends.interactive import ask_config
 
         config = ask_config(config, asked_input="input" not in explicit)
         if config is None:
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.to_toml(), end="")
         return 0
     if args.dry_run:
-        from dry_run import dry_run
+        from frontends.dry_run import dry_run
 
         return dry_run(config, input_files(config))
     problem = check_output_writable(config.output)

@@ -71,16 +71,15 @@ RunConfig = make_dataclass(
 RunConfig.__module__ = __name__  # so that workers unpickle it from here
 
 
-def make_config(explicit: dict) -> tuple[RunConfig, list[str]]:
+def make_config(explicit: dict, profile: tuple[str, dict] | None = None) -> tuple[RunConfig, list[str]]:
     """The run's settings from the options given (command line over --config file): given, else the profile's
-    value, else the environment's (for options that name a variable), else the default. Also what the profile
-    wanted and did not get, for the log: a profile never silently overrides an option the user gave."""
+    value (profile: its name and the values it sets), else the environment's (for options that name a
+    variable), else the default. Also lines for the log: what the profile set, and what it wanted and did not get
+    (a profile never silently overrides an option the user gave)."""
     values = {name: option.default for name, option in OPTIONS.items()}
     notes = []
-    if explicit.get("profile"):
-        from profiles import profile_settings
-
-        profile, preset = profile_settings(explicit["profile"])
+    if profile:
+        profile, preset = profile
         notes.append(f"profile {profile}: " + ", ".join(f"{name} = {_shown(value)}" for name, value in preset.items()))
         for name, value in preset.items():
             if name not in explicit:

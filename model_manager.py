@@ -1,6 +1,6 @@
 """ModelManager: every model is loaded once per worker process, cached by (kind, name, device), and reused.
 
-Where a model comes from, in order: a local path given as its name; the local model store (model_store.py);
+Where a model comes from, in order: a local path given as its name; the local model store (loaders/model_store.py);
 the usual download (Whisper's URL, the Hugging Face hub), which is the default for users with internet.
 A model that cannot be had raises ModelUnavailable with one line saying what was tried and what to do; the
 failure is cached too, so a batch reports it once per worker instead of retrying it for every file.
@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from asr import FasterWhisperTranscriber, OpenAIWhisperTranscriber, Transcriber
+from loaders.asr import FasterWhisperTranscriber, OpenAIWhisperTranscriber, Transcriber
 from gpu_memory import GPUMemoryManager
-from model_store import default_models_dir
+from loaders.model_store import default_models_dir
 
 log = logging.getLogger("audio_processing")
 
@@ -119,7 +119,7 @@ class ModelManager:
             checkpoint = self._openai_checkpoint(name, path)
             try:
                 if checkpoint is not None:
-                    from whisper_convert import load_openai_whisper
+                    from loaders.whisper_convert import load_openai_whisper
 
                     return OpenAIWhisperTranscriber(load_openai_whisper(checkpoint, device), self.language)
                 import whisper
@@ -158,7 +158,7 @@ class ModelManager:
             return stored
         ct2 = path if (path / "model.bin").exists() else None
         if ct2 is not None:
-            from whisper_convert import convert_ct2_to_openai
+            from loaders.whisper_convert import convert_ct2_to_openai
 
             converted = self._store("whisper", f"{path.resolve().name}.openai.pt")
             if not converted.exists():
@@ -220,8 +220,8 @@ class ModelManager:
             "deepfilternet", "libdeepfilter.so")
         if not model.exists() or not library.exists():
             raise ModelUnavailable(f"DeepFilterNet3 not found in {self.models_dir / 'deepfilternet'}; "
-                                   "run `python model_store.py` to fetch it")
-        from deepfilternet import DeepFilterNet3
+                                   "run `python audio_processing.py --prepare_models` to fetch it")
+        from loaders.deepfilternet import DeepFilterNet3
 
         return DeepFilterNet3(model, library)
 
@@ -244,8 +244,8 @@ class ModelManager:
         if name == OFFLINE_DIARIZATION:
             if not self.offline_diarization_available():
                 raise ModelUnavailable(f"offline diarization models not found in {self.models_dir}; "
-                                       "run `python model_store.py` to fetch them")
-            from speaker_embedding import build_offline_pipeline
+                                       "run `python audio_processing.py --prepare_models` to fetch them")
+            from loaders.speaker_embedding import build_offline_pipeline
 
             return build_offline_pipeline(self._store("pyannote", "segmentation-3.0", "pytorch_model.bin"),
                                           self._store("speaker", "campplus_cn_en_common.pt"),

@@ -20,6 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # conftest: the test helpers (SI-SDR, part collector)
 from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 
 
@@ -55,11 +56,12 @@ def main() -> None:
     import torch
 
     from config import RunConfig
-    from deepfilternet import si_sdr
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
-    from model_store import disable_downloads_when_offline
-    from pipeline import FileJob, part_collector, process_file
+    from loaders.model_store import disable_downloads_when_offline
+    from batch.jobs import FileJob
+    from conftest import part_collector, si_sdr
+    from batch.pipeline import process_file
 
     disable_downloads_when_offline()
     torch.set_num_threads(args.threads)

@@ -46,7 +46,7 @@ def naive_pipeline(folder: Path, output: Path, models_dir: Path, demucs_repo: Pa
     from silero_vad import collect_chunks, get_speech_timestamps, load_silero_vad
 
     sys.path.insert(0, str(ROOT))
-    from speaker_embedding import build_offline_pipeline
+    from loaders.speaker_embedding import build_offline_pipeline
 
     output.mkdir(parents=True, exist_ok=True)
     for path in sorted(folder.glob("*.flac")):

@@ -74,7 +74,7 @@ def bare_calls(audio_path: Path, demucs_repo: Path, models_dir: Path, timings: P
 
     def pyannote():
         sys.path.insert(0, str(ROOT))
-        from speaker_embedding import build_offline_pipeline
+        from loaders.speaker_embedding import build_offline_pipeline
 
         pipeline = build_offline_pipeline(models_dir / "pyannote" / "segmentation-3.0" / "pytorch_model.bin",
                                           models_dir / "speaker" / "campplus_cn_en_common.pt")

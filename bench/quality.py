@@ -63,8 +63,10 @@ def main() -> None:
     from conftest import der
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
-    from model_store import disable_downloads_when_offline
-    from pipeline import FileJob, part_collector, process_file
+    from loaders.model_store import disable_downloads_when_offline
+    from batch.jobs import FileJob
+    from conftest import part_collector
+    from batch.pipeline import process_file
     from test_vad import frame_f1, frames, reference_regions
 
     disable_downloads_when_offline()

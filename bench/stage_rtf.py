@@ -46,8 +46,9 @@ def main() -> None:
     from config import RunConfig
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
-    from model_store import disable_downloads_when_offline
-    from pipeline import FileJob, process_file
+    from loaders.model_store import disable_downloads_when_offline
+    from batch.jobs import FileJob
+    from batch.pipeline import process_file
 
     disable_downloads_when_offline()
     torch.set_num_threads(args.threads)

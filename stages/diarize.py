@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -24,8 +24,7 @@ LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' sp
 MIN_SPEAKER_SECONDS = 2.0  # a speaker with less speech than this in a file-wide cluster is not trusted alone
 
 
-@dataclass
-class Turn:
+class Turn(NamedTuple):
     start: float  # seconds on the original file's timeline
     end: float
     speaker: str
@@ -185,6 +184,17 @@ def smaller_batches(pipeline, reduced: bool):
 def rttm(file_id: str, turns: list[Turn]) -> str:
     return "".join(f"SPEAKER {file_id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
                    for t in turns)
+
+
+def read_rttm(path: Path) -> list[Turn]:
+    """The speaker turns of an RTTM file (any file's: ours, or a reference)."""
+    turns = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0] == "SPEAKER":
+            start = float(fields[3])
+            turns.append(Turn(start, start + float(fields[4]), fields[7]))
+    return turns
 
 
 def link_speakers(parts: list[dict], threshold: float, max_speakers: int | None = None,

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from asr import Word, words_text
+from loaders.asr import Word, words_text
 from audio_io import AudioWriter, as_float, open_audio, read_frames, write_json
 from model_manager import ModelUnavailable
 from options import Option, positive

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
-from model_store import disable_downloads_when_offline  # noqa: E402
+from loaders.model_store import disable_downloads_when_offline  # noqa: E402
+from stages.diarize import read_rttm  # noqa: E402,F401  (the tests read RTTM as the product does)
 # Test recordings by name (sample_data/registry.toml); none is kept in git.
 from sample_data import companion as data_companion  # noqa: E402,F401
 from sample_data import glob as data_glob  # noqa: E402,F401
@@ -24,7 +25,7 @@ disable_downloads_when_offline()
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The model store with every offline model; `make test` points it at the project's .models folder."""
-    from model_store import MODELS_DIR_ENV, prepare_store
+    from loaders.model_store import MODELS_DIR_ENV, prepare_store
 
     path = Path(os.environ.get(MODELS_DIR_ENV) or ROOT / ".models")
     return prepare_store(path, log=lambda message: None)
@@ -55,14 +56,24 @@ def run_cli(*args, timeout: float = 900, input: str | None = None, **env: str) -
                           capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
 
 
-def read_rttm(path: Path) -> list[tuple[float, float, str]]:
-    turns = []
-    for line in Path(path).read_text().splitlines():
-        fields = line.split()
-        if fields and fields[0] == "SPEAKER":
-            start, duration = float(fields[3]), float(fields[4])
-            turns.append((start, start + duration, fields[7]))
-    return turns
+def part_collector(records: list[dict]):
+    """An emit for process_file that keeps the manifest records of finished parts (a worker sends them on)."""
+    def emit(kind: str, payload: dict) -> None:
+        if kind == "part_done":
+            records.append(payload)
+
+    return emit
+
+
+def si_sdr(reference, estimate) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (higher is better)."""
+    import numpy as np
+
+    reference = reference - reference.mean()
+    estimate = estimate - estimate.mean()
+    target = (estimate @ reference) / (reference @ reference) * reference
+    noise = estimate - target
+    return float(10 * np.log10((target @ target) / (noise @ noise)))
 
 
 def der(reference_rttm: Path, hypothesis_rttm: Path, collar: float = 0.0) -> float:
@@ -97,7 +108,8 @@ def model_manager(models_dir):
 def process(tmp_path, model_manager):
     """Run the pipeline on one file in this process; returns (report, manifest records, output folder)."""
     from config import RunConfig
-    from pipeline import FileJob, part_collector, process_file
+    from batch.jobs import FileJob
+    from batch.pipeline import process_file
 
     def run(source: Path, **options):
         output = tmp_path / options.pop("output_name", "out")

@@ -13,8 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import data
-from deepfilternet import si_sdr
+from conftest import data, si_sdr
 
 
 @pytest.mark.parametrize("source", [data("jfk/jfk.flac"), data("pyannote_sample/sample.flac")],

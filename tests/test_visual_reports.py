@@ -35,7 +35,7 @@ def results(tmp_path_factory, models_dir) -> Path:
 def test_timeline_shows_speech_where_the_vad_found_it(results):
     from matplotlib.image import imread
 
-    from timeline import DPI, SIZE, WAVE_AXES
+    from reporting.timeline import DPI, SIZE, WAVE_AXES
 
     assert (results / "a \"quoted\" & <b>é name" / "timeline.png").exists()
     assert not list(results.glob("broken*/timeline.png"))
@@ -66,7 +66,7 @@ def test_timeline_shows_speech_where_the_vad_found_it(results):
 
 def test_waveform_envelope_streams_in_small_blocks(monkeypatch, tmp_path):
     """The min/max per column a whole-file read gives, from small blocks that columns span (flat memory)."""
-    import timeline
+    from reporting import timeline
     from audio_io import as_float, open_audio, read_frames
 
     info = open_audio(data("pyannote_sample/sample.flac"), tmp_path)

@@ -17,7 +17,7 @@ def test_converted_model_transcribes_like_faster_whisper(whisper_models, tmp_pat
     import whisper
     from faster_whisper import WhisperModel
 
-    from whisper_convert import convert_ct2_to_openai, load_openai_whisper
+    from loaders.whisper_convert import convert_ct2_to_openai, load_openai_whisper
 
     checkpoint = convert_ct2_to_openai(whisper_models["tiny.en-ct2"], tmp_path / "tiny.en.pt", "tiny.en")
     model = load_openai_whisper(checkpoint)
@@ -42,7 +42,7 @@ def test_converted_model_transcribes_like_faster_whisper(whisper_models, tmp_pat
 def test_conversion_is_atomic_and_checks_the_format(tmp_path):
     import pytest
 
-    from whisper_convert import convert_ct2_to_openai, read_ct2_variables
+    from loaders.whisper_convert import convert_ct2_to_openai, read_ct2_variables
 
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.bin").write_bytes(b"\x01\x00\x00\x00")

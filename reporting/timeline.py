@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_io import AudioInfo, as_float, atomic_path, iter_blocks
+from stages.diarize import read_rttm
 
 COLUMNS = 1200  # waveform resolution: one min/max pair per pixel column
 BLOCK_FRAMES = 1 << 18  # frames read at a time (a few MB)
@@ -40,16 +41,6 @@ def envelope(info: AudioInfo, columns: int = COLUMNS) -> tuple[np.ndarray, np.nd
     return lows, highs
 
 
-def read_turns(rttm: Path) -> list[tuple[float, float, str]]:
-    turns = []
-    for line in rttm.read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if len(fields) >= 8 and fields[0] == "SPEAKER":
-            start = float(fields[3])
-            turns.append((start, start + float(fields[4]), fields[7]))
-    return turns
-
-
 def write_timeline(ctx) -> Path:
     """Draw the file's timeline.png from what its stages wrote."""
     info = ctx.source_info
@@ -68,7 +59,7 @@ def write_timeline(ctx) -> Path:
             speech += [(segment["start"], segment["end"]) for segment in saved["segments"]]
     diarization = ctx.stage_info.get("diar", {})
     rttm = diarization.get("rttm")
-    turns = read_turns(ctx.output_root / rttm) if rttm else []
+    turns = read_rttm(ctx.output_root / rttm) if rttm else []
 
     figure = plt.figure(figsize=SIZE, dpi=DPI)
     wave = figure.add_axes(WAVE_AXES)

@@ -102,26 +102,31 @@ def summarize(reports: list[dict], wall_seconds: float, workers: int, finished_a
     }
 
 
-def statistics_block(summary: dict) -> str:
+def statistics(summary: dict) -> list[tuple[str, str]]:
+    """The run's statistics as (label, value): the console block and report.html both show these."""
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["stage_seconds"].items()) or "none"
     rtf = summary["real_time_factor"]
-    lines = [
-        "PERFORMANCE STATISTICS:",
-        f"  - Files processed: {summary['files_processed']}",
-        f"  - Files failed: {summary['files_failed']}",
-        *([f"  - Files skipped (done in an earlier run): {summary['files_skipped']}"]
+    workers = summary["workers"]
+    return [
+        ("Files processed", f"{summary['files_processed']}"),
+        ("Files failed", f"{summary['files_failed']}"),
+        *([("Files skipped (done in an earlier run)", f"{summary['files_skipped']}")]
           if summary.get("files_skipped") else []),
-        *([f"  - Parts kept from an earlier run: {summary['parts_reused']}"] if summary.get("parts_reused") else []),
-        f"  - Time per file: {summary['time_per_file']:.1f} seconds",
-        f"  - Speedup from parallelization: ~{summary['speedup_from_parallelization']:.1f}x "
-        f"({summary['workers']} worker{'s' if summary['workers'] != 1 else ''})",
-        f"  - GPU used: {'Yes' if summary['gpu_used'] else 'No'}",
-        f"  - Audio processed: {summary['audio_hours']:.3f} hours in {summary['parts']} parts",
-        f"  - Real-time factor: {rtf:.3f} (wall time / audio duration)" if rtf is not None
-        else "  - Real-time factor: n/a",
-        f"  - Time per stage: {stages}",
-        "  - Logic: Optimized parallel processing with memory management",
+        *([("Parts kept from an earlier run", f"{summary['parts_reused']}")] if summary.get("parts_reused") else []),
+        ("Time per file", f"{summary['time_per_file']:.1f} seconds"),
+        ("Speedup from parallelization", f"~{summary['speedup_from_parallelization']:.1f}x "
+                                         f"({workers} worker{'s' if workers != 1 else ''})"),
+        ("GPU used", "Yes" if summary["gpu_used"] else "No"),
+        ("Audio processed", f"{summary['audio_hours']:.3f} hours in {summary['parts']} parts"),
+        ("Real-time factor", "n/a" if rtf is None else f"{rtf:.3f} (wall time / audio duration)"),
+        ("Time per stage", stages),
     ]
+
+
+def statistics_block(summary: dict) -> str:
+    """The seed guide's statistics block, then one line per failed file."""
+    lines = ["PERFORMANCE STATISTICS:", *(f"  - {label}: {value}" for label, value in statistics(summary)),
+             "  - Logic: Optimized parallel processing with memory management"]
     for failure in summary["failures"]:
         lines.append(f"  ! {failure['source']}: {failure['error']}")
     return "\n".join(lines)

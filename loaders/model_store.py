@@ -170,7 +170,7 @@ def prepare_store(models_dir: Path | None = None, log=print) -> Path:
         _join_parts(models_dir / "whisper" / f"{name}-ct2")
         checkpoint = models_dir / "whisper" / f"{name}.pt"
         if not checkpoint.exists():
-            from whisper_convert import convert_ct2_to_openai
+            from loaders.whisper_convert import convert_ct2_to_openai
 
             log(f"model store: converting whisper {name} to an openai-whisper checkpoint")
             convert_ct2_to_openai(models_dir / "whisper" / f"{name}-ct2", checkpoint, name)

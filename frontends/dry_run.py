@@ -60,8 +60,8 @@ def estimate(config: RunConfig, audio_seconds: float) -> str:
 
 def dry_run(config: RunConfig, files: list[Path]) -> int:
     """Print the plan; 0 when every file can be read, 1 otherwise. Nothing is written."""
-    from pipeline import plan_jobs
-    from runner import get_optimal_workers
+    from batch.jobs import plan_jobs
+    from batch.run import get_optimal_workers
 
     print("Dry run: nothing is processed or written.")
     if not files:

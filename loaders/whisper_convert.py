@@ -5,7 +5,7 @@ file `{"dims": ..., "model_state_dict": ...}`; the tensors are the same, under o
 projections fused in CTranslate2. Word timestamps need the model's alignment heads, which a checkpoint loaded
 from a path does not get: they are stored in the checkpoint here (from the CT2 config.json) and restored on load.
 
-    python whisper_convert.py CT2_DIR OUT.pt
+    python -m loaders.whisper_convert CT2_DIR OUT.pt
 """
 
 from __future__ import annotations
@@ -167,5 +167,5 @@ def load_openai_whisper(checkpoint_path: Path, device: str = "cpu", model_name: 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python whisper_convert.py CT2_DIR OUT.pt")
+        sys.exit("usage: python -m loaders.whisper_convert CT2_DIR OUT.pt")
     print(convert_ct2_to_openai(Path(sys.argv[1]), Path(sys.argv[2])))

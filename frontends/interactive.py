@@ -91,9 +91,9 @@ def describe_input(path: Path) -> tuple[str, float]:
 def ask_config(config: RunConfig, asked_input: bool = True, read=input) -> RunConfig | None:
     """The prompt session from `config`'s values as defaults; None when the user cancels (Ctrl-C, end of input,
     or 'n' at the end). asked_input=False: the input was given, its question shows it as the default."""
-    from dry_run import estimate
+    from frontends.dry_run import estimate
     from gpu_memory import detect_gpus
-    from runner import get_optimal_workers
+    from batch.run import get_optimal_workers
 
     asked, audio_seconds = [], 0.0
     try:

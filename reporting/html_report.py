@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from audio_io import write_text
+from reporting.reports import statistics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -60,21 +61,8 @@ def file_row(output: Path, report: dict) -> str:
 
 
 def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
-    rtf = summary.get("real_time_factor")
-    stats = {
-        "Files": summary.get("files_total", len(reports)), "Files processed": summary["files_processed"],
-        "Files failed": summary["files_failed"],
-        "Files skipped (done earlier)": summary.get("files_skipped", 0),
-        "Parts kept from an earlier run": summary.get("parts_reused", 0),
-        "Audio processed": f"{summary['audio_hours']:.3f} hours in {summary['parts']} parts",
-        "Wall time": f"{summary['wall_seconds']:.1f} s",
-        "Real-time factor": "n/a" if rtf is None else f"{rtf:.3f}",
-        "Workers": summary["workers"],
-        "Speed-up from parallelization": f"~{summary['speedup_from_parallelization']:.1f}x",
-        "GPU used": "yes" if summary["gpu_used"] else "no",
-        "Time per stage": ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["stage_seconds"].items())
-        or "none",
-    }
+    stats = {"Files": summary.get("files_total", len(reports)), **dict(statistics(summary)),
+             "Wall time": f"{summary['wall_seconds']:.1f} s"}
     rows = "\n".join(file_row(output, report) for report in sorted(reports, key=lambda r: r["source"]))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>audio_processing: {escape(str(output))}</title>
