@@ -21,7 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import ROOT, bench_parser, data, tool_command
+from common import ROOT, bench_parser, data, tool_command  # first: it puts the project on sys.path
+
+from batch.resume import read_manifest  # noqa: E402
 
 INPUTS = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"), data("conv3/conv3.flac")]
 ARGS = ["--steps", "split", "denoise", "vad", "diar", "--denoiser", "deepfilternet", "--diarization_model",
@@ -47,23 +49,10 @@ def run(folder: Path, output: Path, args: list[str], env: dict, kill_when=None) 
     return False
 
 
-def manifest(output: Path) -> list[dict]:
-    path = output / "manifest.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # the line being written when the kill came
-            pass
-    return records
-
-
 def finished_outputs(output: Path) -> dict[tuple[str, int], dict[Path, int]]:
     """(file, part) -> {output path: inode} for every part the manifest lists as finished."""
     finished = {}
-    for record in manifest(output):
+    for record in read_manifest(output):
         paths = [output / path for kind, path in record["outputs"].items() if kind not in REWRITTEN_AT_THE_END]
         finished[(record["output"], record["part"])] = {p: p.stat().st_ino for p in paths if p.exists()}
     return finished
@@ -84,8 +73,9 @@ def mismatches(output: Path, reference: Path) -> list[str]:
     problems = [f"missing {p}" for p in sorted(theirs - ours)] + [f"extra {p}" for p in sorted(ours - theirs)]
     problems += [f"differs {p}" for p in sorted(ours & theirs)
                  if (output / p).read_bytes() != (reference / p).read_bytes()]
-    lines = {json.dumps(r, sort_keys=True) for r in manifest(output)}
-    if lines != {json.dumps(r, sort_keys=True) for r in manifest(reference)} or len(lines) != len(manifest(output)):
+    lines = {json.dumps(r, sort_keys=True) for r in read_manifest(output)}
+    expected = {json.dumps(r, sort_keys=True) for r in read_manifest(reference)}
+    if lines != expected or len(lines) != len(read_manifest(output)):
         problems.append("manifest differs (or lists a part twice)")
     return problems
 
@@ -99,7 +89,7 @@ class KillMoment:
         self.delay, self.reached = rng.uniform(0.0, 1.5), None
 
     def __call__(self, output: Path) -> bool:
-        if self.reached is None and len(manifest(output)) >= self.target:
+        if self.reached is None and len(read_manifest(output)) >= self.target:
             self.reached = time.monotonic()
         return self.reached is not None and time.monotonic() - self.reached >= self.delay
 
@@ -110,7 +100,7 @@ def kill_and_resume(folder: Path, output: Path, reference: Path, args: list[str]
     killed, finished_at_kills = 0, []
     first_seen: dict[tuple[str, int], dict[Path, int]] = {}  # part -> its outputs when a kill first found it done
     for _ in range(kills):
-        if not run(folder, output, args, env, kill_when=KillMoment(rng, len(manifest(output)), total_parts)):
+        if not run(folder, output, args, env, kill_when=KillMoment(rng, len(read_manifest(output)), total_parts)):
             break  # the run ended before its kill: nothing left to interrupt
         killed += 1
         finished = finished_outputs(output)
@@ -142,11 +132,12 @@ def main() -> None:
     begun = time.monotonic()
     run(folder, reference, ARGS, env)
     longest = time.monotonic() - begun
-    print(f"uninterrupted run: {longest:.1f} s, {len(manifest(reference))} parts")
+    print(f"uninterrupted run: {longest:.1f} s, {len(read_manifest(reference))} parts")
     totals = {"runs": 0, "kills": 0, "parts_redone": 0, "mismatches": 0}
     for seed in range(options.seeds):
         output = options.work / f"seed{seed}"
-        result = kill_and_resume(folder, output, reference, ARGS, env, seed, options.kills, len(manifest(reference)))
+        parts = len(read_manifest(reference))
+        result = kill_and_resume(folder, output, reference, ARGS, env, seed, options.kills, parts)
         print(json.dumps(result))
         totals["runs"] += result["kills"] + 1
         totals["kills"] += result["kills"]
