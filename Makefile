@@ -34,10 +34,14 @@ demo: models
 		--models_dir $(MODELS) --split_method word_boundary --chunk_duration 15
 	@echo "Results are in demo_results/ (open demo_results/report.html, or read demo_results/sample/report.txt)"
 
-test: setup
+# The suite in up to 4 test processes (each with cores of its own, see tests/conftest.py); `-m "not e2e"` in
+# PYTEST_ARGS runs only the fast in-process tests.
+JOBS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+
+test: models
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
-	AUDIO_PROCESSING_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -q tests
+	AUDIO_PROCESSING_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -q -n $(JOBS) --dist loadgroup $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf demo_results .pytest_cache

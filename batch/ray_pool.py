@@ -17,7 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from config import RunConfig
-from gpu_memory import DevicePlan
+from gpu_memory import DevicePlan, usable_cores
 from batch.jobs import FileJob
 from batch.worker import Worker, run_job, worker_models
 
@@ -61,7 +61,8 @@ class RayWorkerPool:
             environment = {"PYTHONPATH": os.pathsep.join(paths), "PYANNOTE_METRICS_ENABLED": "0"}
             ray.init(address=config.ray_address, log_to_driver=False, include_dashboard=False,
                      configure_logging=False, runtime_env={"env_vars": environment},
-                     **({} if config.ray_address else {"num_cpus": os.cpu_count()}))
+                     # every actor must fit, as every local worker starts even with more workers than cores
+                     **({} if config.ray_address else {"num_cpus": max(usable_cores(), size * threads)}))
         if config.ray_address:  # threads per actor from the cluster's cores, not this machine's
             threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // size)
         self.config, self.devices, self.size, self.threads = config, devices, size, threads

@@ -8,8 +8,6 @@ queue. A worker that exceeds --timeout or dies is replaced, and its file is repo
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
 import shutil
 import time
 from collections import Counter
@@ -26,7 +24,7 @@ from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare
                           reusable_parts, rewrite_manifest, stage_fingerprints)
 from batch.worker import Pool, Worker, failed_report, set_thread_variables
 from config import RunConfig
-from gpu_memory import DevicePlan
+from gpu_memory import DevicePlan, usable_cores
 from loaders.model_store import disable_downloads_when_offline
 from reporting.html_report import write_html_report
 from reporting.reports import append_manifest, statistics_block, summarize
@@ -36,7 +34,7 @@ log = logging.getLogger("audio_processing")
 
 def get_optimal_workers() -> int:
     """The seed guide's rule: half the cores, fewer when RAM is short."""
-    cpu_count = mp.cpu_count()
+    cpu_count = usable_cores()
     memory_gb = psutil.virtual_memory().total / 1024 ** 3
     if cpu_count >= 12 and memory_gb >= 24:
         return min(6, cpu_count // 2)
@@ -47,7 +45,7 @@ def get_optimal_workers() -> int:
 
 def threads_per_worker(workers: int) -> int:
     """Workers x threads ~ cores: oversubscribed torch threads ran 6x-150x slower here."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, usable_cores() // workers)
 
 
 class BatchRun:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from audio_io import AudioError, probe_audio
 from config import RunConfig
+from gpu_memory import usable_cores
 from stages import STAGES
 from stages.split import Split
 
@@ -50,7 +50,7 @@ def format_seconds(seconds: float) -> str:
 
 def estimate(config: RunConfig, audio_seconds: float) -> str:
     """About how long the run takes on this machine's CPU, and from which measured figures."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     rates = stage_rates(config)
     work = audio_seconds * sum(rates.values()) * MEASURED_CORES / cores  # CPU time scales with the cores
     return (f"about {format_seconds(STARTUP_SECONDS + work)} (real-time factors measured on a {MEASURED_CORES}-core "
@@ -88,7 +88,7 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
     print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
           "audio_processing.log")
     workers = max(1, min(config.workers or get_optimal_workers(), len(jobs)))
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     print(f"Workers: {workers}, {max(1, cores // workers)} thread(s) each, on {cores} cores")
     print(f"Estimated run time on the CPU: {estimate(config, total)}")
     if unreadable:

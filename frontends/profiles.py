@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import os
 
 import psutil
 
-from gpu_memory import Card, detect_gpus
+from gpu_memory import Card, detect_gpus, usable_cores
 
 PROFILES = {
     # name: (use the GPU, GPU memory limit, denoise batch size, worker processes); the seed guide's table
@@ -35,5 +34,5 @@ def profile_settings(name: str, cards: list[Card] | None = None) -> tuple[str, d
         name = detect_profile(cards)
     use_gpu, limit, batch_size, workers = PROFILES[name]
     settings = {"use_gpu": use_gpu, "gpu_memory_limit": limit, "batch_size": batch_size,
-                "workers": None if workers is None else min(workers, os.cpu_count() or 1)}
+                "workers": None if workers is None else min(workers, usable_cores())}
     return name, {option: value for option, value in settings.items() if value is not None}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import data, data_glob, read_rttm, run_cli
+from conftest import data, data_glob, read_rttm, run_cli, run_main
 from gpu_memory import detect_gpus
 
 CLIPS = data_glob("librivox/*.flac")
@@ -21,6 +21,7 @@ def manifest(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.e2e
 def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -50,6 +51,7 @@ def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
     assert not list(output.rglob("*.tmp*")) and not list(output.glob(".scratch-*"))
 
 
+@pytest.mark.e2e
 def test_each_worker_loads_a_model_once_for_many_files(tmp_path, models_dir):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -63,6 +65,7 @@ def test_each_worker_loads_a_model_once_for_many_files(tmp_path, models_dir):
     assert (output / "audio_processing.log").read_text().count("loaded vad model silero") == 1
 
 
+@pytest.mark.e2e
 def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     """python audio_processing.py --input audio.mp3 --output results (offline: the fallbacks are named)."""
     mp3 = tmp_path / "audio.mp3"
@@ -90,6 +93,7 @@ def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     assert (output / "audio_processing.log").stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_seed_example_folder_word_boundary(tmp_path, models_dir):
     folder = tmp_path / "audio_folder"
     folder.mkdir()
@@ -110,6 +114,7 @@ def test_seed_example_folder_word_boundary(tmp_path, models_dir):
     assert ("devices: 1 GPU(s)" if cards else "devices: CPU (--use_gpu given, but no CUDA device was found)") in log
 
 
+@pytest.mark.e2e
 def test_interactive_session(tmp_path, models_dir):
     output = tmp_path / "results"
     # input, output, steps, split method (a wrong answer, then a right one), chunk, GPU, workers, confirm
@@ -124,6 +129,7 @@ def test_interactive_session(tmp_path, models_dir):
     assert len(manifest(output)) == 3  # 2.99 s cut into 1 s parts
 
 
+@pytest.mark.e2e
 def test_interactive_end_of_input_cancels_cleanly(tmp_path):
     result = run_cli("--interactive", input="")
     assert result.returncode == 1 and "Cancelled." in result.stdout
@@ -140,20 +146,19 @@ def test_interactive_end_of_input_cancels_cleanly(tmp_path):
     (["--input", "x.wav", "--asr_backend", "openai-whisper", "--asr_compute_type", "int8"],
      "--asr_compute_type applies to faster-whisper"),
 ])
-def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, arguments, message):
-    result = run_cli(*[tmp_path / a if a == "x.wav" else a for a in arguments])
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, capsys, arguments, message):
+    code, _, stderr = run_main(capsys, *[tmp_path / a if a == "x.wav" else a for a in arguments])
+    assert code == 2 and message in stderr
 
 
-def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path):
+def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run_cli("--input", CLIPS[0], "--output", blocker / "results")
-    assert result.returncode == 2 and "not writable" in result.stderr
+    code, _, stderr = run_main(capsys, "--input", CLIPS[0], "--output", blocker / "results")
+    assert code == 2 and "not writable" in stderr
 
 
+@pytest.mark.e2e
 def test_a_file_past_the_timeout_is_stopped_and_the_batch_goes_on(tmp_path, models_dir):
     folder = tmp_path / "in"
     folder.mkdir()

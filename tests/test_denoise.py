@@ -7,13 +7,30 @@ processing, not separation quality. DeepFilterNet3 has real weights here: its qu
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from conftest import data, si_sdr
+
+
+def demucs_vocals(repo, audio: np.ndarray, rate: int) -> np.ndarray:
+    """The vocals stem straight from Demucs' own apply_model, for (frames, channels) audio at its own rate and
+    channel count, levelled as the denoise stage levels a part (mean and deviation of its mono mix)."""
+    import torchaudio.functional as F
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    model = get_model("tiny_htdemucs", repo=repo).eval()
+    mono = audio.mean(axis=1)
+    mean, std = mono.mean(), mono.std()
+    mix = torch.from_numpy(audio.T.astype(np.float32))
+    mix = F.resample(mix.mean(0, keepdim=True).expand(2, -1) if mix.shape[0] == 1 else mix, rate, model.samplerate)
+    with torch.inference_mode():
+        vocals = apply_model(model, ((mix - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0, 3]
+    vocals = F.resample(vocals * std + mean, model.samplerate, rate)
+    return (vocals.mean(0, keepdim=True) if audio.shape[1] == 1 else vocals).T.numpy()[: len(audio)]
 
 
 @pytest.mark.parametrize("source", [data("jfk/jfk.flac"), data("pyannote_sample/sample.flac")],
@@ -26,9 +43,11 @@ def test_demucs_from_local_repo_keeps_format(process, demucs_repo, source):
     info, original = sf.info(denoised), sf.info(source)
     assert (info.samplerate, info.channels, info.frames, info.subtype) == \
         (original.samplerate, original.channels, original.frames, original.subtype)
-    audio, _ = sf.read(denoised)
-    source_audio, _ = sf.read(source)
-    assert np.all(np.isfinite(audio)) and not np.allclose(audio, source_audio, atol=1e-3)
+    audio, _ = sf.read(denoised, always_2d=True)
+    source_audio, rate = sf.read(source, always_2d=True)
+    # one block (the file is shorter than a minute): exactly Demucs' vocals, up to the output's quantization
+    step = 2.0 ** -(int(info.subtype.removeprefix("PCM_")) - 1)
+    assert np.abs(demucs_vocals(demucs_repo, source_audio, rate) - audio).max() <= 1.5 * step
 
 
 def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch):
@@ -50,17 +69,11 @@ def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch
     blockwise, _ = sf.read(output / records[0]["outputs"]["denoise"], dtype="float32")
     assert len(blockwise) == 70 * rate
 
-    import torchaudio.functional as F
-
-    model = get_model("tiny_htdemucs", repo=demucs_repo).eval()
-    mix = F.resample(torch.from_numpy(np.tile(speech, 5)[: 70 * rate]), rate, 44100).expand(2, -1)
-    mean, std = mix.mean(), mix.std()
-    with torch.inference_mode():
-        whole = apply_model(model, ((mix - mean) / std)[None], shifts=0, split=True, overlap=0.25)[0, 3] * std + mean
-    whole = F.resample(whole.mean(0), 44100, rate).numpy()[: 70 * rate]
-    # The untrained model is not shift-invariant, so blocks and Demucs' own chunking of the whole part give
-    # different segmentations; what matters is that the block edge at 60 s leaves no jump.
-    assert si_sdr(whole, blockwise) > 0
+    whole = demucs_vocals(demucs_repo, np.tile(speech, 5)[: 70 * rate, None], rate)[:, 0]
+    # Up to 2 s before the first block's end, both see the same Demucs chunks: the same samples. Past it, the
+    # chunking differs (an untrained model is not shift-invariant); what matters there is that the block edge
+    # at 60 s leaves no jump.
+    assert si_sdr(whole[: 55 * rate], blockwise[: 55 * rate]) > 40
     steps = np.abs(np.diff(blockwise))
     seam = 60 * rate
     assert steps[seam - 2: seam + 2].max() <= np.percentile(steps[seam - rate: seam + rate], 99.9)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import data, run_cli
@@ -43,6 +44,7 @@ def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
     return set(good), set(bad)
 
 
+@pytest.mark.e2e
 def test_awkward_inputs(tmp_path, models_dir):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -95,13 +97,15 @@ def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
     assert sorted(p.name for p in (output / "sample" / "parts").iterdir()) == ["part_0000.wav", "part_0001.wav"]
 
 
+@pytest.mark.e2e
 def test_a_file_that_disappears_during_the_run(tmp_path, models_dir):
     import time
 
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    sf.write(folder / "a_long.wav", (rng.standard_normal(16000 * 60 * 20) * 0.1).astype(np.float32), 16000)
+    # 3 minutes: the other file is removed as soon as this one starts, long before it is done
+    sf.write(folder / "a_long.wav", (rng.standard_normal(16000 * 60 * 3) * 0.1).astype(np.float32), 16000)
     shutil.copy(SPEECH, folder / "zz_vanishing.flac")
     output = tmp_path / "out"
     command = [os.sys.executable, "audio_processing.py", "--input", str(folder), "--output", str(output),

@@ -3,12 +3,12 @@ part succeeds with the same output as a CPU-only run, and the report says what h
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from conftest import data, data_glob, part_collector
 from fake_cuda import FakeCuda, fail_first
+from gpu_memory import usable_cores
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def fake_gpu(models_dir):
 
     cuda = FakeCuda(total_gb=16, tensor_device="cpu")
     models = ModelManager(GPUMemoryManager(memory_limit=0.75, use_gpu=True, cuda=cuda), models_dir=models_dir,
-                          cpu_threads=os.cpu_count() or 1, language="en")
+                          cpu_threads=usable_cores(), language="en")
     return cuda, models
 
 

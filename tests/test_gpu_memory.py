@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fake_cuda import GB, FakeCuda, out_of_memory
-from gpu_memory import Card, GPUMemoryManager
+from gpu_memory import Card, GPUMemoryManager, usable_cores
 
 
 def test_limit_is_applied_and_shared_by_the_workers_on_a_card():
@@ -83,15 +83,13 @@ def test_auto_profile_follows_the_hardware(cards, memory_gb, expected):
 
 
 def test_a_profile_fills_only_what_was_not_given():
-    import os
-
     from config import make_config
 
     from frontends.profiles import profile_settings
 
     config, notes = make_config({"profile": "high", "batch_size": 1}, profile_settings("high"))
     assert (config.use_gpu, config.gpu_memory_limit, config.batch_size, config.workers) == (
-        True, 0.8, 1, min(8, os.cpu_count()))
+        True, 0.8, 1, min(8, usable_cores()))
     assert "--batch_size 1 given: kept over profile high's 4" in notes
     plain, notes = make_config({})
     assert (plain.use_gpu, plain.gpu_memory_limit, plain.batch_size, plain.workers, notes) == (

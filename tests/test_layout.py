@@ -96,6 +96,7 @@ print("torch imported" if "torch" in sys.modules else "no torch", code)
     (["--interactive"], "\n\nsplit vad diar\n\n\n\nn\n1\nn\n", 1),  # every question, then "do not run"
     (["--steps", "split", "vad", "--chunk_duration", "4", "--workers", "1", "--quiet"], "", 0),  # a real run
 ], ids=["dry_run", "print_config", "interactive", "run"])
+@pytest.mark.e2e
 def test_the_main_process_never_imports_torch(tmp_path, models_dir, arguments, answers, code):
     """Only workers compute: the coordinator stays small (38 MB instead of 511 MB with torch, OPTIMIZATION.md)."""
     command = [sys.executable, "-c", PROBE, str(ROOT), "", answers, "--input", str(data("jfk/jfk.flac")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import shutil
 import sys
@@ -9,9 +10,11 @@ import sys
 from conftest import ROOT, data
 
 sys.path.insert(0, str(ROOT / "bench"))
-from kill_resume import finished_outputs, manifest, mismatches, redone, run  # noqa: E402
+from kill_resume import finished_outputs, mismatches, read_manifest, redone, run  # noqa: E402
 
 ARGS = ["--steps", "split", "vad", "diar", "--diarization_model", "offline", "--chunk_duration", "8"]
+
+pytestmark = pytest.mark.e2e  # every test here starts the tool as a process
 
 
 def test_one_long_file_is_shared_out_and_gives_the_one_worker_result(tmp_path, models_dir):
@@ -24,7 +27,7 @@ def test_one_long_file_is_shared_out_and_gives_the_one_worker_result(tmp_path, m
     shared = tmp_path / "two_workers"
 
     def some_parts_done(out):
-        return len(manifest(out)) >= 3
+        return len(read_manifest(out)) >= 3
 
     assert run(folder, shared, [*ARGS, "--workers", "2"], env, kill_when=some_parts_done)  # killed mid-way
     finished = finished_outputs(shared)

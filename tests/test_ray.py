@@ -23,6 +23,9 @@ from kill_resume import mismatches  # noqa: E402
 ARGS = ["--steps", "split", "vad", "diar", "--diarization_model", "offline", "--chunk_duration", "10",
         "--workers", "2"]
 
+# every test here starts the tool as a process; one test process runs them all, sharing the local results
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(name="ray")]
+
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, models_dir):
@@ -32,7 +35,6 @@ def batch(tmp_path_factory, models_dir):
     folder.mkdir()
     shutil.copy(data("pyannote_sample/sample.flac"), folder)
     shutil.copy(data("falcon/test.flac"), folder / "falcon.flac")
-    shutil.copy(data("conv3/conv3.flac"), folder)
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     local = root / "local"
     result = run_cli("--input", folder, "--output", local, *ARGS, AUDIO_PROCESSING_MODELS=str(models_dir))
@@ -40,21 +42,9 @@ def batch(tmp_path_factory, models_dir):
     return folder, local
 
 
-def test_ray_backend_gives_the_same_results_as_the_local_one(batch, tmp_path, models_dir):
-    folder, local = batch
-    output = tmp_path / "ray"
-    result = run_cli("--input", folder, "--output", output, *ARGS, "--backend", "ray",
-                     AUDIO_PROCESSING_MODELS=str(models_dir))
-    assert result.returncode == 1, result.stderr
-    assert mismatches(output, local) == []  # audio byte for byte, speech segments, RTTMs, manifest lines
-    summary = json.loads((output / "summary.json").read_text())
-    assert summary["files_processed"] == 3 and summary["files_failed"] == 1
-    assert summary["failures"][0]["source"].endswith("broken.wav")
-    assert "broken.wav" in result.stderr and "broken.wav" in (output / "audio_processing.log").read_text()
-    assert "[ray-worker-" in (output / "audio_processing.log").read_text()  # the actors' log records came back
-
-
-def test_a_killed_ray_worker_does_not_lose_the_batch(batch, tmp_path, models_dir):
+def test_ray_backend_gives_the_local_results_even_when_a_worker_is_killed(batch, tmp_path, models_dir):
+    """One Ray run (Ray's start-up costs ~10 s here): an actor killed mid-run is restarted and its file retried,
+    and the results are the local backend's, byte for byte; the corrupt file is reported as locally."""
     folder, local = batch
     output = tmp_path / "ray"
     command = [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(folder), "--output", str(output),
@@ -64,7 +54,7 @@ def test_a_killed_ray_worker_does_not_lose_the_batch(batch, tmp_path, models_dir
     victim, deadline = None, time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and process.poll() is None:
         manifest = output / "manifest.jsonl"
-        if manifest.exists() and manifest.read_text().count("\n") >= 2:  # workers are busy with files
+        if manifest.exists() and manifest.read_text().count("\n") >= 1:  # workers are busy with files
             victim = next((p for p in psutil.process_iter(["cmdline"])
                            if "ray::FileWorker.process" in " ".join(p.info["cmdline"] or [])), None)
         time.sleep(0.05)
@@ -72,8 +62,14 @@ def test_a_killed_ray_worker_does_not_lose_the_batch(batch, tmp_path, models_dir
     victim.send_signal(signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stderr  # only the corrupt file failed: Ray restarted the worker and retried
-    assert "started again, its worker was restarted" in (output / "audio_processing.log").read_text()
-    assert mismatches(output, local) == []
+    log = (output / "audio_processing.log").read_text()
+    assert "started again, its worker was restarted" in log
+    assert mismatches(output, local) == []  # audio byte for byte, speech segments, RTTMs, manifest lines
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["files_processed"] == 2 and summary["files_failed"] == 1
+    assert summary["failures"][0]["source"].endswith("broken.wav")
+    assert "broken.wav" in stderr and "broken.wav" in log
+    assert "[ray-worker-" in log  # the actors' log records came back
     assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
 
 

@@ -16,6 +16,8 @@ import soundfile as sf
 
 from conftest import data, run_cli
 
+pytestmark = pytest.mark.e2e  # every test here starts the tool as a process
+
 GAIN_STAGE = '''
 from audio_io import AudioWriter, open_audio
 from options import Option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ from kill_resume import finished_outputs, mismatches, redone, run  # noqa: E402
 
 CLIPS = data_glob("librivox/*.flac")
 SAMPLE = data("pyannote_sample/sample.flac")
+
+pytestmark = pytest.mark.e2e  # every test here starts the tool as a process
 
 
 def lines(output: Path) -> list[str]:
