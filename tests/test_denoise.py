@@ -52,10 +52,9 @@ def test_demucs_from_local_repo_keeps_format(process, demucs_repo, source):
 
 def test_demucs_blocks_leave_no_seam(process, demucs_repo, tmp_path, monkeypatch):
     """A 70 s part goes through in two blocks, each at its own length (the 10 s one is not padded to a minute to
-    share a batch); the result equals the model applied to the whole part."""
-    from demucs.apply import apply_model
+    share a batch); where both see the same Demucs chunks, the result equals the model applied to the whole part,
+    and the block edge leaves no seam."""
     from demucs.htdemucs import HTDemucs
-    from demucs.pretrained import get_model
 
     speech, rate = sf.read(data("pyannote_sample/sample.flac"), dtype="float32")
     long = tmp_path / "long.wav"
