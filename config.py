@@ -23,6 +23,8 @@ BEFORE_STAGES = (
 AFTER_STAGES = (
     Option("models_dir", None, "local model store", path, group="models",
            default_text="$AUDIO_PROCESSING_MODELS or ~/.cache/audio_processing/models"),
+    Option("allow_skip", False, "run even when a requested stage has no model at all: the other stages run, "
+           "and each file is marked incomplete (exit status 1)", kind="flag", group="models"),
     Option("profile", None, "preset GPU use, memory limit, batch size and workers (the seed guide's table); auto "
            "picks one from the hardware; options given explicitly override it",
            choices=("auto", "high", "mid", "low", "cpu"), group=RESOURCES),

@@ -108,11 +108,11 @@ class GPUMemoryManager:
                  device_index: int = 0, processes_per_device: int = 1):
         if not 0.0 <= memory_limit <= 1.0:
             raise ValueError(f"memory_limit must be between 0 and 1, got {memory_limit}")
-        if cuda is None:
+        if cuda is None and use_gpu:
             import torch  # here, not at the top: the main process imports this module and needs no torch (~400 MB)
 
             cuda = torch.cuda
-        self.cuda = cuda
+        self.cuda = cuda  # None on the CPU: nothing CUDA is asked
         self.memory_limit = memory_limit
         self.device_index = device_index
         # Workers that share one card share its limit: each process gets its slice.

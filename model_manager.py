@@ -24,8 +24,9 @@ log = logging.getLogger("audio_processing")
 OFFLINE_DIARIZATION = "offline"  # pyannote segmentation-3.0 + CAM++ from the local store
 
 
+FETCH_HINT = "run `python audio_processing.py --prepare_models` (or `make models`)"
 STORE_HINTS = {
-    "whisper": "give a checkpoint or CTranslate2 folder, or fill the store with --prepare_models",
+    "whisper": f"give a checkpoint or CTranslate2 folder, or {FETCH_HINT}",
     "demucs": "put <name>.yaml and its <signature>.th in <models_dir>/demucs, or give --demucs_model FOLDER",
     "diarization": "give a local pipeline folder, or use --diarization_model offline",
 }
@@ -113,35 +114,48 @@ class ModelManager:
         device = device or self.gpu.device
         return self._get(("whisper", name, backend, device), lambda: self._load_whisper(name, backend, device))
 
-    def _load_whisper(self, name: str, backend: str, device: str) -> Transcriber:
+    def whisper_source(self, name: str, backend: str) -> tuple[str, Path | str]:
+        """Where a Whisper model would load from, without loading it: ("checkpoint" | "convert" | "ct2", path)
+        or ("download", name); ModelUnavailable when it cannot be had here."""
         path = check_local("whisper", name)
         if backend == "openai-whisper":
-            checkpoint = self._openai_checkpoint(name, path)
-            try:
-                if checkpoint is not None:
-                    from loaders.whisper_convert import load_openai_whisper
+            if path.is_file():
+                return "checkpoint", path
+            if self._store("whisper", f"{name}.pt").exists():
+                return "checkpoint", self._store("whisper", f"{name}.pt")
+            if (path / "model.bin").exists():
+                return "convert", path
+        else:
+            if path.suffix == ".pt" and path.exists():
+                raise ModelUnavailable(f"whisper model {name} is an openai-whisper checkpoint; faster-whisper needs "
+                                       "a CTranslate2 folder (use --asr_backend openai-whisper, or give a CT2 folder)")
+            folder = path if (path / "model.bin").exists() else self._store("whisper", f"{name}-ct2")
+            if (folder / "model.bin").exists():
+                return "ct2", folder
+        self._require_network("whisper", name)
+        return "download", name
 
-                    return OpenAIWhisperTranscriber(load_openai_whisper(checkpoint, device), self.language)
-                import whisper
-
-                self._require_network("whisper", name)
-                model = whisper.load_model(name, device=device, download_root=str(self._store("whisper")))
-                return OpenAIWhisperTranscriber(model, self.language)
-            except Exception as error:  # noqa: BLE001 - reported as one clear line
-                raise self._unavailable("whisper", name, error) from error
-        folder = path if (path / "model.bin").exists() else self._store("whisper", f"{name}-ct2")
-        source = str(folder) if (folder / "model.bin").exists() else name
-        if path.suffix == ".pt" and path.exists():
-            raise ModelUnavailable(f"whisper model {name} is an openai-whisper checkpoint; faster-whisper needs a "
-                                   "CTranslate2 folder (use --asr_backend openai-whisper, or give a CT2 folder)")
+    def _load_whisper(self, name: str, backend: str, device: str) -> Transcriber:
+        kind, source = self.whisper_source(name, backend)
         try:
+            if backend == "openai-whisper":
+                from loaders.whisper_convert import load_openai_whisper
+
+                if kind == "download":
+                    import whisper
+
+                    model = whisper.load_model(name, device=device, download_root=str(self._store("whisper")))
+                else:
+                    model = load_openai_whisper(self._openai_checkpoint(source) if kind == "convert" else source,
+                                                device)
+                return OpenAIWhisperTranscriber(model, self.language)
             from faster_whisper import WhisperModel
 
-            model = WhisperModel(source, device=device.split(":")[0], device_index=self.gpu.device_index,
+            model = WhisperModel(str(source), device=device.split(":")[0], device_index=self.gpu.device_index,
                                  compute_type=self._compute_type(device),
                                  cpu_threads=self.cpu_threads, download_root=str(self._store("whisper")))
             return FasterWhisperTranscriber(model, self.language)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - reported as one clear line
             raise self._unavailable("whisper", name, error) from error
 
     def _compute_type(self, device: str) -> str:
@@ -149,23 +163,15 @@ class ModelManager:
             return self.asr_compute_type
         return "int8" if device == "cpu" else "float16"  # int8: same words, 1.9x faster on CPU (OPTIMIZATION.md)
 
-    def _openai_checkpoint(self, name: str, path: Path) -> Path | None:
-        """A local openai-whisper checkpoint for this name, converting a CTranslate2 folder once if needed."""
-        if path.is_file():
-            return path
-        stored = self._store("whisper", f"{name}.pt")
-        if stored.exists():
-            return stored
-        ct2 = path if (path / "model.bin").exists() else None
-        if ct2 is not None:
-            from loaders.whisper_convert import convert_ct2_to_openai
+    def _openai_checkpoint(self, ct2: Path) -> Path:
+        """An openai-whisper checkpoint made once from a CTranslate2 folder, kept in the store."""
+        from loaders.whisper_convert import convert_ct2_to_openai
 
-            converted = self._store("whisper", f"{path.resolve().name}.openai.pt")
-            if not converted.exists():
-                log.info("converting the CTranslate2 model %s to %s", path, converted)
-                convert_ct2_to_openai(ct2, converted, path.resolve().name.removesuffix("-ct2"))
-            return converted
-        return None
+        converted = self._store("whisper", f"{ct2.resolve().name}.openai.pt")
+        if not converted.exists():
+            log.info("converting the CTranslate2 model %s to %s", ct2, converted)
+            convert_ct2_to_openai(ct2, converted, ct2.resolve().name.removesuffix("-ct2"))
+        return converted
 
     # ---- Demucs ----
 
@@ -173,23 +179,26 @@ class ModelManager:
         device = device or self.gpu.device
         return self._get(("demucs", name, device), lambda: self._load_demucs(name, device))
 
+    def demucs_source(self, name: str) -> tuple[str, Path | None]:
+        """(the model's name in its repo, the repo folder, or None to download it); ModelUnavailable when it
+        cannot be had here."""
+        path = check_local("demucs", name)
+        if path.is_dir():  # a repo folder: <name>.yaml and/or <signature>.th files
+            candidates = sorted(path.glob("*.yaml")) or sorted(path.glob("*.th"))
+            if not candidates:
+                raise ModelUnavailable(f"demucs model folder {path} holds no .yaml or .th model")
+            return candidates[0].stem, path
+        if (self._store("demucs") / f"{name}.yaml").exists():
+            return name, self._store("demucs")
+        self._require_network("demucs", name)
+        return name, None
+
     def _load_demucs(self, name: str, device: str):
         from demucs.pretrained import get_model
 
-        path = check_local("demucs", name)
+        model_name, repo = self.demucs_source(name)
         try:
-            if path.is_dir():  # a repo folder: <name>.yaml and/or <signature>.th files
-                candidates = sorted(path.glob("*.yaml")) or sorted(path.glob("*.th"))
-                if not candidates:
-                    raise ModelUnavailable(f"demucs model folder {path} holds no .yaml or .th model")
-                model = get_model(candidates[0].stem, repo=path)
-            elif (self._store("demucs") / f"{name}.yaml").exists():
-                model = get_model(name, repo=self._store("demucs"))
-            else:
-                self._require_network("demucs", name)
-                model = get_model(name)
-        except ModelUnavailable:
-            raise
+            model = get_model(model_name, repo=repo)
         except Exception as error:  # noqa: BLE001
             raise self._unavailable("demucs", name, error) from error
         return model.to(device).eval()
@@ -215,15 +224,19 @@ class ModelManager:
     def get_deepfilternet(self):
         return self._get(("deepfilternet", "DeepFilterNet3", "cpu"), self._load_deepfilternet)
 
-    def _load_deepfilternet(self):
+    def deepfilternet_source(self) -> tuple[Path, Path]:
+        """(model archive, library) in the store; ModelUnavailable when they are not there."""
         model, library = self._store("deepfilternet", "DeepFilterNet3_onnx.tar.gz"), self._store(
             "deepfilternet", "libdeepfilter.so")
         if not model.exists() or not library.exists():
             raise ModelUnavailable(f"DeepFilterNet3 not found in {self.models_dir / 'deepfilternet'}; "
-                                   "run `python audio_processing.py --prepare_models` to fetch it")
+                                   f"{FETCH_HINT} to fetch it")
+        return model, library
+
+    def _load_deepfilternet(self):
         from loaders.deepfilternet import DeepFilterNet3
 
-        return DeepFilterNet3(model, library)
+        return DeepFilterNet3(*self.deepfilternet_source())
 
     # ---- pyannote ----
 
@@ -233,32 +246,40 @@ class ModelManager:
         key = ("diarization", name, tuple(sorted(params.items())), device)
         return self._get(key, lambda: self._load_diarization(name, device, params))
 
-    def offline_diarization_available(self) -> bool:
-        return self._store("pyannote", "segmentation-3.0", "pytorch_model.bin").exists() and \
-            self._store("speaker", "campplus_cn_en_common.pt").exists()
+    def diarization_source(self, name: str) -> tuple[Path, ...] | str:
+        """The offline pipeline's (segmentation, embedding) files, a local pipeline folder (a 1-tuple), or the hub
+        name to download; ModelUnavailable when it cannot be had here."""
+        if name == OFFLINE_DIARIZATION:
+            files = (self._store("pyannote", "segmentation-3.0", "pytorch_model.bin"),
+                     self._store("speaker", "campplus_cn_en_common.pt"))
+            if not all(path.exists() for path in files):
+                raise ModelUnavailable(f"offline diarization models not found in {self.models_dir}; "
+                                       f"{FETCH_HINT} to fetch them")
+            return files
+        path = check_local("diarization", name)
+        if path.exists():
+            return (path,)
+        if not self.hf_token:
+            raise ModelUnavailable(f"diarization model {name} needs a Hugging Face token: accept the model's "
+                                   "terms on its hub page, then pass --hf_token or set HF_TOKEN "
+                                   f"(or use --diarization_model {OFFLINE_DIARIZATION} / a local pipeline folder)")
+        self._require_network("diarization", name)
+        return name
 
     def _load_diarization(self, name: str, device: str, params: dict):
         os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # no usage telemetry from private recordings
         import torch
 
+        source = self.diarization_source(name)
         if name == OFFLINE_DIARIZATION:
-            if not self.offline_diarization_available():
-                raise ModelUnavailable(f"offline diarization models not found in {self.models_dir}; "
-                                       "run `python audio_processing.py --prepare_models` to fetch them")
             from loaders.speaker_embedding import build_offline_pipeline
 
-            return build_offline_pipeline(self._store("pyannote", "segmentation-3.0", "pytorch_model.bin"),
-                                          self._store("speaker", "campplus_cn_en_common.pt"),
-                                          device=device, **params)
+            return build_offline_pipeline(*source, device=device, **params)
         from pyannote.audio import Pipeline
 
-        path = check_local("diarization", name)
-        if not path.exists() and not self.hf_token:
-            raise ModelUnavailable(f"diarization model {name} needs a Hugging Face token: accept the model's "
-                                   "terms on its hub page, then pass --hf_token or set HF_TOKEN "
-                                   f"(or use --diarization_model {OFFLINE_DIARIZATION} / a local pipeline folder)")
         try:
-            pipeline = Pipeline.from_pretrained(path if path.exists() else name, token=self.hf_token)
+            pipeline = Pipeline.from_pretrained(source[0] if isinstance(source, tuple) else source,
+                                                token=self.hf_token)
         except Exception as error:  # noqa: BLE001
             raise self._unavailable("diarization", name, error) from error
         if pipeline is None:

@@ -80,6 +80,9 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
                 emit("part_done", manifest_record(job, part, ctx))
         if job.shard is None:  # a shard's parts are finished by the file's own job
             finish_file(ctx, stages, timings)
+        if ctx.skipped:  # a stage that was asked for did not run: the run must not say the file is done
+            status = "incomplete"
+            error = "; ".join(f"{stage} not run: {reason}" for stage, reason in ctx.skipped.items())
     except AudioError as problem:
         status, error = "failed", str(problem)
     except Exception as problem:  # noqa: BLE001 - one file's failure must not stop the batch
@@ -87,7 +90,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         log.debug("%s failed", job.source, exc_info=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if error:  # a shard's error comes again from the file's own job: said once
+    if status == "failed":  # a shard's error comes again from the file's own job: said once
         log.log(logging.DEBUG if job.shard else logging.ERROR, "%s: %s", job.source, error)
     seconds = time.perf_counter() - started + job.carried.get("processing", 0.0)
     report = write_file_report(ctx, job, status, error, dict(timings), seconds, device=models.gpu.device_label,

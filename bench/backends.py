@@ -1,7 +1,7 @@
 """Local process pool against Ray on this machine: same folder, same settings, wall time of the whole command
 (start-up included) and of the files' processing, and whether the outputs are identical.
 
-    .venv/bin/python bench/backends.py [--runs 3] [--workers 2] [--models_dir .models]
+    .venv/bin/python bench/backends.py [--runs 3] [--workers 2] [--models_dir DIR]
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loaders.model_store import default_models_dir  # noqa: E402
 from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 SPEECH = [data("pyannote_sample/sample.flac"), data("falcon/test.flac"), data("conv3/conv3.flac"),
           *data_glob("librivox/*.flac")]
@@ -28,7 +29,7 @@ SAMPLE_RATE = 16000
 def bench_parser(doc: str, work: Path) -> argparse.ArgumentParser:
     """The options the benchmarks that run the command line share."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
+    parser.add_argument("--models_dir", type=Path, default=default_models_dir())
     parser.add_argument("--work", type=Path, default=work, help="scratch folder (emptied first)")
     return parser
 

@@ -1,6 +1,6 @@
 """SI-SDR of real speech mixed with noise or music, before and after the denoise stage.
 
-    .venv/bin/python bench/denoise_sisdr.py [--denoiser deepfilternet] [--models_dir .models]
+    .venv/bin/python bench/denoise_sisdr.py [--denoiser deepfilternet] [--models_dir DIR]
 
 Speech: the five LibriVox sentences joined (24.7 s) and the pyannote sample (30 s), 16 kHz. Noises: white,
 pink (1/f, made here from a fixed seed), and music (the noise/vibe_ace_30s.flac recording), mixed at
@@ -21,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # conftest: the test helpers (SI-SDR, part collector)
+from loaders.model_store import default_models_dir  # noqa: E402
 from sample_data import glob as data_glob, resolve as data  # noqa: E402  (recordings by name)
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--denoiser", default="deepfilternet", choices=("deepfilternet", "demucs"))
     parser.add_argument("--demucs_model", default="htdemucs")
-    parser.add_argument("--models_dir", type=Path, default=ROOT / ".models")
+    parser.add_argument("--models_dir", type=Path, default=default_models_dir())
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 

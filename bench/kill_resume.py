@@ -1,7 +1,7 @@
 """Kill and resume: a batch killed with SIGKILL (main process and workers together) at random moments and resumed
 each time ends with the same outputs as an uninterrupted run, and no part finished before a kill is done again.
 
-    .venv/bin/python bench/kill_resume.py [--seeds 5] [--kills 3] [--models_dir .models]
+    .venv/bin/python bench/kill_resume.py [--seeds 5] [--kills 3] [--models_dir DIR]
 
 Per seed: --kills runs, each killed at a random moment (after a random number of further parts, 0 included,
 plus a random 0-1.5 s), then a last run to the end. A part counts as redone when an output it had when a kill

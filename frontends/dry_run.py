@@ -58,7 +58,7 @@ def estimate(config: RunConfig, audio_seconds: float) -> str:
             + ("; a GPU is faster" if config.use_gpu else "") + ")")
 
 
-def dry_run(config: RunConfig, files: list[Path]) -> int:
+def dry_run(config: RunConfig, files: list[Path], models: list[str]) -> int:
     """Print the plan; 0 when every file can be read, 1 otherwise. Nothing is written."""
     from batch.jobs import plan_jobs
     from batch.run import get_optimal_workers
@@ -84,6 +84,7 @@ def dry_run(config: RunConfig, files: list[Path]) -> int:
     print(f"Input: {config.input} ({len(jobs)} audio file(s), {total / 60:.1f} min of audio)")
     print("\n".join(rows))
     print(f"Steps: {describe_steps(config)}")
+    print("Models:\n" + "\n".join(f"  {line}" for line in models))
     print(f"Outputs per file: {', '.join(planned_outputs(config) + ['timeline.png', 'report.txt', 'report.json'])}")
     print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
           "audio_processing.log")

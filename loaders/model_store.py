@@ -59,10 +59,12 @@ def disable_downloads_when_offline(log=None) -> bool:
 
 
 def default_models_dir() -> Path:
+    """The one store that `make`, --prepare_models and every run use unless told otherwise (--models_dir, or
+    $AUDIO_PROCESSING_MODELS)."""
     env = os.environ.get(MODELS_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "audio_processing" / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "audio_processing" / "models"
 
 
 @dataclass(frozen=True)

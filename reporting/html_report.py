@@ -19,6 +19,7 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.4em 0.6em; text-align: left; 
 th { background: #f3f3f3; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.failed td { background: #fdecea; }
+tr.incomplete td { background: #fff4e5; }
 .error { color: #b71c1c; }
 img.timeline { width: 300px; border: 1px solid #ddd; }
 td:first-child { word-break: break-all; }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from audio_io import write_json, write_text
@@ -43,11 +44,12 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "speech_duration": round(sum(p.fields.get("speech_duration", 0.0) for p in ctx.parts), 3)
         if any("speech_duration" in p.fields for p in ctx.parts) else None,
         "speakers": stages.get("diar", {}).get("speakers"),
-        "stages": stages, "notes": list(ctx.notes), "processing_seconds": round(seconds, 3),
+        "stages": stages, "fallbacks": dict(ctx.fallbacks), "skipped": dict(ctx.skipped),
+        "notes": list(ctx.notes), "processing_seconds": round(seconds, 3),
         "real_time_factor": round(seconds / duration, 4) if duration else None, "device": device, "worker": worker,
         "started_at": round(started_at, 3), "settings": settings,
     }
-    if write and (ctx.out_dir.exists() or status == "done"):
+    if write and (ctx.out_dir.exists() or status != "failed"):
         write_json(ctx.out_dir / "report.json", report)
         write_text(ctx.out_dir / "report.txt", report_text(report))
     return report
@@ -79,26 +81,31 @@ def summarize(reports: list[dict], wall_seconds: float, workers: int, finished_a
     """Run statistics. The speed-up compares the files' own processing times with the time from the first
     file's start to the end, so worker start-up (importing torch) does not count against it."""
     done = [r for r in reports if r["status"] == "done"]
+    incomplete = [r for r in reports if r["status"] == "incomplete"]  # processed, but a stage did not run
+    processed = done + incomplete
     starts = [r["started_at"] for r in reports if r.get("started_at")]
     processing_span = finished_at - min(starts) if starts else wall_seconds
-    failed = [r for r in reports if r["status"] != "done"]
-    audio_seconds = sum(r["duration"] for r in done)
+    failed = [r for r in reports if r["status"] == "failed"]
+    audio_seconds = sum(r["duration"] for r in processed)
     busy_seconds = sum(r["processing_seconds"] for r in reports)
     stage_seconds: dict[str, float] = {}
-    for report in done:
+    for report in processed:
         for name, details in report["stages"].items():
             stage_seconds[name] = round(stage_seconds.get(name, 0.0) + details.get("seconds", 0.0), 3)
+    fallbacks = Counter(f"{stage} -> {used}" for r in reports for stage, used in (r.get("fallbacks") or {}).items())
     return {
         "files_total": len(reports), "files_processed": len(done), "files_failed": len(failed),
-        "failures": [{"source": r["source"], "error": r["error"]} for r in failed],
+        "files_incomplete": len(incomplete), "fallbacks": dict(fallbacks),
+        "failures": [{"source": r["source"], "status": r["status"], "error": r["error"]} for r in failed + incomplete],
         "wall_seconds": round(wall_seconds, 3),
-        "time_per_file": round(sum(r["processing_seconds"] for r in done) / len(done), 3) if done else 0.0,
+        "time_per_file": round(sum(r["processing_seconds"] for r in processed) / len(processed), 3)
+        if processed else 0.0,
         "speedup_from_parallelization": round(busy_seconds / processing_span, 2) if processing_span > 0 else 1.0,
         "gpu_used": any(r.get("device", "cpu") != "cpu" for r in reports), "workers": workers,
         "audio_hours": round(audio_seconds / 3600, 4),
         "real_time_factor": round(wall_seconds / audio_seconds, 4) if audio_seconds else None,
         "stage_seconds": stage_seconds,
-        "parts": sum(r["parts"] for r in done),
+        "parts": sum(r["parts"] for r in processed),
     }
 
 
@@ -110,6 +117,10 @@ def statistics(summary: dict) -> list[tuple[str, str]]:
     return [
         ("Files processed", f"{summary['files_processed']}"),
         ("Files failed", f"{summary['files_failed']}"),
+        *([("Files incomplete", f"{summary['files_incomplete']}")] if summary.get("files_incomplete") else []),
+        *([("Fallbacks", ", ".join(f"{what} ({count} file{'s' if count != 1 else ''})"
+                                   for what, count in summary["fallbacks"].items()))]
+          if summary.get("fallbacks") else []),
         *([("Files skipped (done in an earlier run)", f"{summary['files_skipped']}")]
           if summary.get("files_skipped") else []),
         *([("Parts kept from an earlier run", f"{summary['parts_reused']}")] if summary.get("parts_reused") else []),
@@ -128,5 +139,5 @@ def statistics_block(summary: dict) -> str:
     lines = ["PERFORMANCE STATISTICS:", *(f"  - {label}: {value}" for label, value in statistics(summary)),
              "  - Logic: Optimized parallel processing with memory management"]
     for failure in summary["failures"]:
-        lines.append(f"  ! {failure['source']}: {failure['error']}")
+        lines.append(f"  ! {failure['source']}: {failure.get('status', 'failed')}: {failure['error']}")
     return "\n".join(lines)

@@ -105,6 +105,8 @@ class FileContext:
     log: logging.Logger
     source_info: AudioInfo | None = None
     notes: list[str] = field(default_factory=list)  # fallbacks and warnings, for the report
+    fallbacks: dict[str, str] = field(default_factory=dict)  # stage -> the model used instead of the one asked for
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it could not run at all
     stage_info: dict[str, dict] = field(default_factory=dict)  # per stage: method, model, device...
     parts: list[Part] = field(default_factory=list)  # finished parts
     earlier: dict[int, dict] = field(default_factory=dict)  # part index -> its manifest record from an earlier run
@@ -118,6 +120,16 @@ class FileContext:
         if message not in self.notes:
             self.notes.append(message)
             self.log.warning("%s: %s", self.source, message)
+
+    def fallback(self, stage: str, used: str, wanted: str, reason: str) -> None:
+        """The stage ran with another real model than the one asked for: a warning, counted in the statistics."""
+        self.fallbacks[stage] = used
+        self.note(f"{stage}: used {used} instead of {wanted}: {reason}")
+
+    def skip(self, stage: str, reason: str) -> None:
+        """The stage had no model at all and did not run: the file is incomplete (exit status 1)."""
+        self.skipped[stage] = reason
+        self.note(f"{stage} not run: {reason}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,12 @@ class Stage:
         """Seconds of work per second of audio with these settings, measured on a 2-core CPU (bench/stage_rtf.py,
         OPTIMIZATION.md): the dry run's and the interactive prompt's estimate."""
         return 0.0
+
+    @classmethod
+    def locate_models(cls, config, models) -> tuple[str, str | None]:
+        """(the model the stage will use and where it comes from, why that is a fallback or None), asked in the
+        main process before any work (no torch); ModelUnavailable when the stage has no model at all."""
+        return "no model", None
 
     @staticmethod
     def check(config) -> list[str]:

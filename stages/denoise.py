@@ -50,6 +50,22 @@ class Denoise(Stage):
     def real_time_factor(cls, config) -> float:
         return cls.RATES[config.denoiser]
 
+    @classmethod
+    def locate_models(cls, config, models) -> tuple[str, str | None]:
+        problems = []
+        for method in [config.denoiser] + [m for m in METHODS if m != config.denoiser]:
+            try:
+                if method == "demucs":
+                    name, repo = models.demucs_source(config.demucs_model)
+                    found = f"demucs {name} " + (f"from {repo}" if repo else "(downloaded)")
+                else:
+                    found = f"deepfilternet DeepFilterNet3 from {models.deepfilternet_source()[0].parent}"
+            except ModelUnavailable as error:
+                problems.append(str(error))
+                continue
+            return found, "; ".join(problems) or None
+        raise ModelUnavailable("; ".join(problems))
+
     @staticmethod
     def settings(config) -> dict:
         return {"denoiser": config.denoiser, "demucs_model": config.demucs_model,
@@ -59,8 +75,7 @@ class Denoise(Stage):
         super().restore(part, record, ctx)
         part.set_audio(open_audio(ctx.output_root / record["outputs"]["denoise"], ctx.scratch_dir))
         if "denoiser_fallback" in record:
-            ctx.note(f"denoise: used {record['denoiser']} instead of {self.config.denoiser}: "
-                     f"{record['denoiser_fallback']}")
+            ctx.fallback(self.name, record["denoiser"], self.config.denoiser, record["denoiser_fallback"])
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         method, enhancer, rate, channels = self._enhancer(part, ctx)
@@ -89,10 +104,10 @@ class Denoise(Stage):
                 continue
             if problems:
                 part.fields["denoiser_fallback"] = "; ".join(problems)  # why, in the manifest too
-                ctx.note(f"denoise: used {method} instead of {wanted}: {'; '.join(problems)}")
+                ctx.fallback(self.name, method, wanted, "; ".join(problems))
             ctx.stage_info.setdefault(self.name, {})["method"] = method
             return method, enhancer, rate, channels
-        ctx.note(f"denoise skipped, audio passed through unchanged: {'; '.join(problems)}")
+        ctx.skip(self.name, "; ".join(problems))
         ctx.stage_info.setdefault(self.name, {})["method"] = "none"
         return "none", None, 0, 0
 

@@ -61,6 +61,21 @@ class Diarize(Stage):
     def real_time_factor(cls, config) -> float:
         return 0.216  # pyannote segmentation + CAM++ embeddings, measured
 
+    @classmethod
+    def locate_models(cls, config, models) -> tuple[str, str | None]:
+        problems = []
+        for name in dict.fromkeys([config.diarization_model, OFFLINE_DIARIZATION]):
+            try:
+                source = models.diarization_source(name)
+            except ModelUnavailable as error:
+                problems.append(str(error))
+                continue
+            found = (f"{OFFLINE_DIARIZATION} pipeline (segmentation-3.0 + CAM++) from {models.models_dir}"
+                     if name == OFFLINE_DIARIZATION else f"{name} from {source[0]}" if isinstance(source, tuple)
+                     else f"{name} (downloaded from the Hugging Face hub)")
+            return found, problems[0] if problems else None
+        raise ModelUnavailable("; ".join(problems))
+
     @staticmethod
     def check(config) -> list[str]:
         if config.min_speakers and config.max_speakers and config.min_speakers > config.max_speakers:
@@ -140,10 +155,10 @@ class Diarize(Stage):
                 problems.append(str(error))
                 continue
             if problems:
-                ctx.note(f"diarization: used the {OFFLINE_DIARIZATION} pipeline instead of {wanted}: {problems[0]}")
+                ctx.fallback(self.name, f"the {OFFLINE_DIARIZATION} pipeline", wanted, problems[0])
             ctx.stage_info.setdefault(self.name, {}).setdefault("model", name)
             return name
-        ctx.note(f"diarization skipped: {'; '.join(problems)}")
+        ctx.skip(self.name, "; ".join(problems))
         return None
 
     def _params(self, name: str) -> dict:

@@ -86,6 +86,17 @@ class Split(Stage):
     def real_time_factor(cls, config) -> float:
         return cls.RATES[config.asr_backend if _word_boundary(config) else "time"]
 
+    @classmethod
+    def locate_models(cls, config, models) -> tuple[str, str | None]:
+        if not _word_boundary(config):
+            return "no model (time split)", None
+        try:
+            kind, source = models.whisper_source(config.whisper_model, config.asr_backend)
+        except ModelUnavailable as error:
+            return "no model: time split instead of word_boundary", str(error)
+        return f"{config.asr_backend} {config.whisper_model} " + (
+            "(downloaded)" if kind == "download" else f"from {source}"), None
+
     @staticmethod
     def check(config) -> list[str]:
         if config.asr_compute_type != "auto" and config.asr_backend != "faster-whisper":
@@ -149,7 +160,7 @@ class Split(Stage):
         try:
             transcriber = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend)
         except ModelUnavailable as error:
-            ctx.note(f"word_boundary split not possible ({error}); used time split instead")
+            ctx.fallback(self.name, "time split", "word_boundary", str(error))
             ctx.stage_info[self.name]["method"] = "time"
             return None
         ctx.stage_info[self.name].update(asr_backend=transcriber.backend, whisper_model=self.config.whisper_model)

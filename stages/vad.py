@@ -45,6 +45,10 @@ class VoiceActivity(Stage):
     def real_time_factor(cls, config) -> float:
         return 0.011  # Silero, measured
 
+    @classmethod
+    def locate_models(cls, config, models) -> tuple[str, str | None]:
+        return "silero-vad (its weights ship in the silero-vad package)", None
+
     @staticmethod
     def settings(config) -> dict:
         return {"threshold": config.vad_threshold, "min_speech_ms": config.min_speech_ms,

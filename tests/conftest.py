@@ -52,11 +52,10 @@ def run_main(capsys, *args) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """The model store with every offline model; `make test` points it at the project's .models folder."""
-    from loaders.model_store import MODELS_DIR_ENV, prepare_store
+    """The model store with every offline model: the tool's own default, which `make` fills."""
+    from loaders.model_store import default_models_dir, prepare_store
 
-    path = Path(os.environ.get(MODELS_DIR_ENV) or ROOT / ".models")
-    return prepare_store(path, log=lambda message: None)
+    return prepare_store(default_models_dir(), log=lambda message: None)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,13 @@ def test_each_worker_loads_a_model_once_for_many_files(tmp_path, models_dir):
 
 @pytest.mark.e2e
 def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
-    """python audio_processing.py --input audio.mp3 --output results (offline: the fallbacks are named)."""
+    """The README's first line, as written (the store is the one `make` filled): all four stages, the
+    fallbacks named in the report, the statistics and report.html."""
     mp3 = tmp_path / "audio.mp3"
     subprocess.run(["ffmpeg", "-v", "error", "-i", data("pyannote_sample/sample.flac"), mp3], check=True)
     output = tmp_path / "results"
     # no token, as for a user without one, whatever this machine's environment has
-    result = run_cli("--input", mp3, "--output", output, AUDIO_PROCESSING_MODELS=str(models_dir), HF_TOKEN="")
+    result = run_cli("--input", mp3, "--output", output, HF_TOKEN="")
     assert result.returncode == 0, result.stderr
     folder = output / "audio"
     for relative in ("parts/part_0000.wav", "denoised/part_0000.wav", "speech/part_0000.wav",
@@ -82,7 +84,11 @@ def test_seed_example_single_mp3_all_stages(tmp_path, models_dir):
     report = json.loads((folder / "report.json").read_text())
     assert report["stages"]["denoise"]["method"] == "deepfilternet"
     assert report["stages"]["diar"]["model"] == "offline"
-    assert any("Hugging Face token" in note for note in report["notes"])
+    assert any("Hugging Face token" in note for note in report["notes"]) and report["status"] == "done"
+    assert report["fallbacks"] == {"denoise": "deepfilternet", "diar": "the offline pipeline"}
+    fallbacks = "Fallbacks: denoise -> deepfilternet (1 file), diar -> the offline pipeline (1 file)"
+    assert f"  - {fallbacks}" in result.stdout
+    assert escape(fallbacks).replace("Fallbacks: ", "<dt>Fallbacks</dt><dd>") in (output / "report.html").read_text()
     assert len({speaker for _, _, speaker in read_rttm(folder / "audio.rttm")}) == 2
     assert sf.info(folder / "parts" / "part_0000.wav").samplerate == 16000
     record = manifest(output)[0]
@@ -102,7 +108,7 @@ def test_seed_example_folder_word_boundary(tmp_path, models_dir):
     output = tmp_path / "results"
     result = run_cli("--input", folder, "--output", output, "--chunk_duration", "300", "--steps", "split",
                      "denoise", "vad", "diar", "--split_method", "word_boundary", "--use_gpu", "--workers", "4",
-                     AUDIO_PROCESSING_MODELS=str(models_dir))
+                     HF_TOKEN="")
     assert result.returncode == 0, result.stderr
     records = manifest(output)
     assert len(records) == 2
@@ -171,7 +177,36 @@ def test_a_file_past_the_timeout_is_stopped_and_the_batch_goes_on(tmp_path, mode
                      AUDIO_PROCESSING_MODELS=str(models_dir))
     assert result.returncode == 1
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["failures"] == [{"source": str(folder / "a_long.wav"), "error": "timed out after 3 s"}]
+    assert summary["failures"] == [{"source": str(folder / "a_long.wav"), "status": "failed",
+                                    "error": "timed out after 3 s"}]
     assert [r["output"] for r in manifest(output)] == ["b_short"]
     # the killed worker's half-written speech file and scratch folder are gone
     assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+
+
+@pytest.mark.e2e
+def test_a_stage_without_any_model_fails_fast_or_marks_the_file_incomplete(tmp_path):
+    """An empty store and no hub: diarization has nothing to run with. Without --allow_skip nothing starts
+    (exit 2, one line naming the models and the command that fetches them); with it, the other stages run and
+    the file is incomplete (exit 1), in its report, the statistics and report.html."""
+    empty = tmp_path / "store"
+    empty.mkdir()
+    args = ["--input", CLIPS[0], "--output", tmp_path / "out", "--steps", "split", "diar", "--chunk_duration", "2"]
+    offline = {"AUDIO_PROCESSING_MODELS": str(empty), "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
+    refused = run_cli(*args, **offline)
+    assert refused.returncode == 2 and not (tmp_path / "out").exists()
+    lines = refused.stderr.splitlines()
+    assert lines[0].startswith("error: diar: diarization model pyannote/speaker-diarization-3.1 needs a Hugging Face "
+                               "token") and f"offline diarization models not found in {empty}" in lines[0]
+    assert "run `python audio_processing.py --prepare_models` (or `make models`) to fetch them" in lines[0]
+    assert "--allow_skip" in lines[1] and len(lines) == 2
+
+    skipped = run_cli(*args, "--allow_skip", **offline)
+    assert skipped.returncode == 1, skipped.stderr
+    report = json.loads((tmp_path / "out" / CLIPS[0].stem / "report.json").read_text())
+    assert report["status"] == "incomplete" and list(report["skipped"]) == ["diar"]
+    assert report["error"].startswith("diar not run: ") and report["parts"] == 4  # 7.1 s in 2 s parts
+    assert "  - Files incomplete: 1" in skipped.stdout and "  - Files processed: 0" in skipped.stdout
+    assert f"! {CLIPS[0]}: incomplete: diar not run" in skipped.stdout
+    assert 'data-status="incomplete"' in (tmp_path / "out" / "report.html").read_text()
+    assert len(manifest(tmp_path / "out")) == 4  # the split's parts are there

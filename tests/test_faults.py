@@ -120,5 +120,6 @@ def test_a_file_that_disappears_during_the_run(tmp_path, models_dir):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["failures"] == [{"source": str(folder / "zz_vanishing.flac"), "error": "file not found"}]
+    assert summary["failures"] == [{"source": str(folder / "zz_vanishing.flac"), "status": "failed",
+                                    "error": "file not found"}]
     assert summary["files_processed"] == 1 and "zz_vanishing.flac: file not found" in stderr

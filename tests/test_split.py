@@ -165,7 +165,9 @@ def test_word_boundary_without_whisper_falls_back_to_time_split(process, tmp_pat
                                  whisper_model=str(tmp_path / "no-such-model"))
     assert report["status"] == "done"
     assert report["stages"]["split"]["method"] == "time"
-    assert any("word_boundary split not possible" in note for note in report["notes"])
+    assert report["fallbacks"] == {"split": "time split"}
+    assert any(note.startswith("split: used time split instead of word_boundary: whisper model path")
+               for note in report["notes"])
     assert [r["offset"] for r in records] == [0.0, 10.0, 20.0]
 
 
