@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     that say what to do with them. Options given are the only ones in the parsed namespace: what was not given
     comes from a --config file, the profile or the default (see config.make_config)."""
     parser = argparse.ArgumentParser(
-        prog="audio_processing.py", description="Split, denoise, remove silence from and diarize recordings.",
+        description="Split, denoise, remove silence from and diarize recordings.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     groups = {}
 
