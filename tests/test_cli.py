@@ -112,6 +112,11 @@ def test_seed_example_folder_word_boundary(tmp_path, models_dir):
     assert result.returncode == 0, result.stderr
     records = manifest(output)
     assert len(records) == 2
+    for record in records:  # every output of every requested stage
+        assert set(record["outputs"]) == {"split", "transcript", "denoise", "speech", "speech_segments",
+                                          "diarization", "speaker_embeddings"}
+        assert all((output / path).is_file() for path in record["outputs"].values())
+        assert (output / record["output"] / f"{Path(record['source']).stem}.rttm").is_file()
     texts = {r["output"][-4:]: r["text"].lower() for r in records}
     assert "ill disposed young man" in texts["0880"].replace("-", " ")
     cards = detect_gpus()  # --use_gpu: the GPU when this machine has one, else the CPU, and the log says which
@@ -125,7 +130,7 @@ def test_interactive_session(tmp_path, models_dir):
     output = tmp_path / "results"
     # input, output, steps, split method (a wrong answer, then a right one), chunk, GPU, workers, confirm
     answers = "\n".join([str(CLIPS[1]), str(output), "split vad", "nonsense", "time", "1", "", "", ""]) + "\n"
-    result = run_cli("--interactive", input=answers, AUDIO_PROCESSING_MODELS=str(models_dir))
+    result = run_cli("--interactive", input=answers)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "found 1 audio file(s), 0.0 min of audio" in result.stdout  # 2.99 s
     cards = detect_gpus()
