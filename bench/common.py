@@ -1,4 +1,4 @@
-"""What the benchmarks share: inputs made of the real speech of sample_data's registry, the tool's command line, and a runner
+"""What the benchmarks share: inputs made of the registered real speech, the tool's command line, and a runner
 that times a command and samples the memory of its whole process tree."""
 
 from __future__ import annotations

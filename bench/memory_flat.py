@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/memory_flat.py [--runs 1] [--long_hours 3] [--models_dir .models]
 
-Inputs are real speech from sample_data's registry, repeated. The denoiser is DeepFilterNet3: Demucs (RTF 0.5 here) would
+Inputs are registered real speech, repeated. The denoiser is DeepFilterNet3: Demucs (RTF 0.5 here) would
 take about 1.5 hours for the long file on this machine, and both stream in blocks the same way. Default workers
 (2): the long file is shared out in shards; the short one is 2 parts.
 """

@@ -5,7 +5,7 @@ parts are shared out over the workers in shards).
 
 Throughput ratio = wall time with 1 worker / wall time with 2 workers, medians, for the whole command (start-up
 included) and for the batch (summary.json's wall time: worker start-up included, interpreter start not).
-Inputs are real speech from sample_data's registry, joined and repeated to the lengths needed. Stages: time split (60 s),
+Inputs are registered real speech, joined and repeated to the lengths needed. Stages: time split (60 s),
 denoise (DeepFilterNet3), vad.
 """
 

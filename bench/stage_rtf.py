@@ -1,6 +1,6 @@
 """Real-time factor of each stage on CPU (stage seconds / audio seconds), medians over repeated runs.
 
-    .venv/bin/python bench/stage_rtf.py [--runs 3] [--threads 2] [--audio PATH (default: the conv3/conv3_music0dB.flac recording)]
+    .venv/bin/python bench/stage_rtf.py [--runs 3] [--threads 2] [--audio PATH (default: conv3/conv3_music0dB.flac)]
 
 Each stage runs alone through the real pipeline code on the same audio, models loaded beforehand (load times are
 reported separately). Demucs: no pretrained weights can be had offline, so an untrained HTDemucs with htdemucs'

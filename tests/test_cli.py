@@ -136,7 +136,8 @@ def test_interactive_session(tmp_path, models_dir):
     cards = detect_gpus()
     assert f"GPU: {cards[0].name if cards else 'none detected'}" in result.stdout and "Summary:" in result.stdout
     assert (output / "config.toml").exists() and "PERFORMANCE STATISTICS" in result.stdout
-    assert "invalid choice: 'nonsense' (choose from time, word_boundary)" in result.stdout  # the bad answer was explained and asked again
+    # the bad answer was explained and asked again
+    assert "invalid choice: 'nonsense' (choose from time, word_boundary)" in result.stdout
     assert len(manifest(output)) == 3  # 2.99 s cut into 1 s parts
 
 

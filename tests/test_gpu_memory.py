@@ -94,7 +94,8 @@ def test_a_profile_fills_only_what_was_not_given():
     plain, notes = make_config({})
     assert (plain.use_gpu, plain.gpu_memory_limit, plain.batch_size, plain.workers, notes) == (
         False, 0.75, 2, None, [])
-    low, notes = make_config({"profile": "low", "use_gpu": True}, profile_settings("low"))  # the profile never cancels a given flag
+    # the profile never cancels a given flag
+    low, notes = make_config({"profile": "low", "use_gpu": True}, profile_settings("low"))
     assert low.use_gpu and "--use_gpu True given: kept over profile low's False" in notes
 
 

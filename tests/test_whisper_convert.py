@@ -10,7 +10,8 @@ import torch
 from conftest import data
 
 # What the recording says (J. F. Kennedy's inaugural address, 1961, public domain).
-JFK_WORDS = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+JFK_WORDS = ("And so my fellow Americans, ask not what your country can do for you, "
+             "ask what you can do for your country.")
 
 
 def test_converted_model_transcribes_like_faster_whisper(whisper_models, tmp_path):
