@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,13 +23,38 @@ class FileJob:
 
 
 def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
-    """One job per file; outputs go to <relative path without extension>, or with it when two names clash."""
+    """One job per file, each with an output folder of its own (output_keys)."""
     root = input_root if input_root.is_dir() else input_root.parent
     relative = [file.relative_to(root) if file.is_relative_to(root) else Path(file.name) for file in files]
-    stems = [rel.with_suffix("").as_posix() for rel in relative]
-    clashing = {stem for stem in stems if stems.count(stem) > 1}
-    return [FileJob(i, file, rel.as_posix() if stem in clashing else stem)
-            for i, (file, rel, stem) in enumerate(zip(files, relative, stems))]
+    return [FileJob(i, file, key) for i, (file, key) in enumerate(zip(files, output_keys(relative)))]
+
+
+def safe_name(name: str) -> str:
+    """A path component that stays where it is put: '.', '..' and hidden names (which could be the run's own
+    scratch folders) get a leading '_' instead of their dots."""
+    return "_" + name.lstrip(".") if name.startswith(".") else name
+
+
+def output_keys(relative: list[Path]) -> list[str]:
+    """Each input's output folder under --output, decided for the whole batch before any work: its relative path
+    without the extension, each part a safe name; with the extension where two inputs would share a folder
+    (a.wav, a.flac); numbered where even that is not enough (a.wav beside a.wav.mp3). Compared without case,
+    as case-insensitive file systems do."""
+    def key(rel: Path, with_extension: bool) -> str:
+        return "/".join(safe_name(part) for part in (*rel.parts[:-1], rel.name if with_extension else rel.stem))
+
+    plain = [key(rel, False) for rel in relative]
+    counts = Counter(k.casefold() for k in plain)
+    wanted = [key(rel, True) if counts[k.casefold()] > 1 else k for rel, k in zip(relative, plain)]
+    keys, taken = [], set()
+    for candidate in wanted:
+        unique, number = candidate, 1
+        while unique.casefold() in taken:
+            number += 1
+            unique = f"{candidate}~{number}"
+        taken.add(unique.casefold())
+        keys.append(unique)
+    return keys
 
 
 def shard_jobs(config: RunConfig, jobs: list[FileJob], workers: int) -> list[FileJob]:

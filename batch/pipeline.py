@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -14,7 +13,7 @@ from typing import Callable, Iterator
 
 from audio_io import AudioError, open_audio
 from batch.jobs import FileJob
-from batch.resume import own_files, settings_fingerprint
+from batch.resume import own_files, remove, settings_fingerprint
 from config import RunConfig
 from model_manager import ModelManager
 from reporting.reports import manifest_record, write_file_report
@@ -33,10 +32,10 @@ def _scratch_prefix(job: FileJob) -> str:
 def remove_leftovers(output: Path, job: FileJob) -> None:
     """What a killed worker leaves of a file (or of a shard's parts): scratch folder, half-written temp files."""
     for scratch in output.glob(f"{_scratch_prefix(job)}*"):
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(output, scratch)
     for leftover in own_files(output / job.key):
         if leftover.name.startswith(".") and ".tmp" in leftover.name and _in_shard(job, leftover.name):
-            leftover.unlink(missing_ok=True)
+            remove(output, leftover)
 
 
 def _in_shard(job: FileJob, name: str) -> bool:
@@ -89,7 +88,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         status, error = "failed", f"{type(problem).__name__}: {problem}"
         log.debug("%s failed", job.source, exc_info=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(config.output, scratch)
     if status == "failed":  # a shard's error comes again from the file's own job: said once
         log.log(logging.DEBUG if job.shard else logging.ERROR, "%s: %s", job.source, error)
     seconds = time.perf_counter() - started + job.carried.get("processing", 0.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from audio_io import write_text
@@ -125,6 +126,17 @@ def kept_outputs(earlier: dict[int, dict]) -> set[str]:
     return kept
 
 
+def remove(output: Path, path: Path) -> None:
+    """The one way the tool deletes: a file, or a folder with what it holds, that must resolve inside the output
+    folder (whatever names the inputs have); anything else is a bug, refused loudly."""
+    if not path.resolve().is_relative_to(output.resolve()) or path.resolve() == output.resolve():
+        raise RuntimeError(f"refusing to delete {path}: not inside the output folder {output}")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def own_files(folder: Path) -> list[Path]:
     """The files a file's run writes in its folder: reports and whole-file outputs, and part_* files one level
     down. Not the folder's other content: with inputs a.wav and a/b.wav, the folder a/ also holds a/b/."""
@@ -142,7 +154,7 @@ def prepare_redo(output: Path, job) -> None:
     kept = kept_outputs(job.earlier)
     for path in own_files(output / job.key):
         if path.relative_to(output).as_posix() not in kept:
-            path.unlink(missing_ok=True)
+            remove(output, path)
 
 
 def rewrite_manifest(output: Path, keep) -> None:
@@ -156,7 +168,7 @@ def rewrite_manifest(output: Path, keep) -> None:
 def clear_outputs(output: Path, jobs) -> None:
     """--overwrite: forget the earlier run (only the outputs of this run's files are removed)."""
     for name in ("manifest.jsonl", "summary.json"):
-        (output / name).unlink(missing_ok=True)
+        remove(output, output / name)
     for job in jobs:
         for path in own_files(output / job.key):
-            path.unlink(missing_ok=True)
+            remove(output, path)

@@ -8,7 +8,6 @@ queue. A worker that exceeds --timeout or dies is replaced, and its file is repo
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import replace
@@ -20,7 +19,7 @@ from audio_io import write_json
 from batch.jobs import FileJob, shard_jobs
 from batch.local_pool import WorkerPool
 from batch.pipeline import remove_leftovers
-from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare_redo, read_manifest,
+from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare_redo, read_manifest, remove,
                           reusable_parts, rewrite_manifest, stage_fingerprints)
 from batch.worker import Pool, Worker, failed_report, set_thread_variables
 from config import RunConfig
@@ -204,7 +203,7 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
     for job in todo:  # nothing of an earlier, unfinished or different run stays, except the parts it keeps
         prepare_redo(config.output, job)
     for scratch in config.output.glob(".scratch-*"):  # left by a run that was killed
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(config.output, scratch)
     if finished:
         log.warning("resuming: %d of %d file(s) already done with the same settings are skipped "
                     "(--overwrite redoes them)", len(finished), len(jobs))

@@ -123,3 +123,61 @@ def test_a_file_that_disappears_during_the_run(tmp_path, models_dir):
     assert summary["failures"] == [{"source": str(folder / "zz_vanishing.flac"), "status": "failed",
                                     "error": "file not found"}]
     assert summary["files_processed"] == 1 and "zz_vanishing.flac: file not found" in stderr
+
+
+def test_output_folders_are_safe_and_unique_whatever_the_names():
+    from batch.jobs import output_keys
+
+    names = ["...flac", "..flac", "a.wav", "a.flac", "a.wav.mp3", ".scratch-0-x.flac", "sub/.hidden.wav",
+             "sub/b.wav", "A.wav", "x"]
+    keys = output_keys([Path(name) for name in names])
+    assert keys == ["_flac", "_flac~2", "a.wav", "a.flac", "a.wav~2", "_scratch-0-x", "sub/_hidden", "sub/b",
+                    "A.wav~3", "x"]
+    assert len({key.casefold() for key in keys}) == len(keys)
+    assert not any(part.startswith(".") for key in keys for part in key.split("/"))
+
+
+def test_the_one_delete_refuses_anything_outside_the_output_folder(tmp_path):
+    from batch.resume import remove
+
+    output = tmp_path / "out"
+    (output / "a").mkdir(parents=True)
+    (output / "a" / "part_0000.wav").write_bytes(b"x")
+    mine = tmp_path / "my_notes.txt"
+    mine.write_text("the user's own file, beside the results")
+    for outside in (output / ".." / "my_notes.txt", mine, output, output / "a" / ".." / ".."):
+        with pytest.raises(RuntimeError, match="refusing to delete"):
+            remove(output, outside)
+    assert mine.exists()
+    remove(output, output / "a" / "part_0000.wav")
+    assert not (output / "a" / "part_0000.wav").exists()
+
+
+@pytest.mark.e2e
+def test_inputs_named_to_escape_or_collide_keep_every_output_inside(tmp_path, models_dir):
+    """`...flac` once wrote to <output>/.. and its clean-up deleted the user's files there; a.wav, a.flac and
+    a.wav.mp3 once shared one folder. Each now has a folder of its own inside --output, also on a redo."""
+    parent = tmp_path / "work"
+    folder = parent / "in"
+    folder.mkdir(parents=True)
+    for name in ("...flac", "..flac", "a.wav", "a.flac"):
+        shutil.copy(SPEECH, folder / name) if name.endswith(".flac") else sf.write(
+            folder / name, sf.read(SPEECH)[0], 16000)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(folder / "a.wav.mp3")], check=True)
+    mine = parent / "my_notes.txt"
+    mine.write_text("the user's own file, beside the results")
+    (parent / "other").mkdir()
+    (parent / "other" / "part_0000.wav").write_bytes(b"also the user's")
+    output = parent / "results"
+    args = ["--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "1",
+            "--workers", "1"]
+    for extra in ([], ["--vad_threshold", "0.6"]):  # the second run redoes the VAD: its clean-up runs
+        result = run_cli(*args, *extra, AUDIO_PROCESSING_MODELS=str(models_dir))
+        assert result.returncode == 0, result.stderr
+    assert mine.read_text().startswith("the user's") and (parent / "other" / "part_0000.wav").exists()
+    records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+    assert {record["output"] for record in records} == {"_flac", "_flac~2", "a.wav", "a.flac", "a.wav~2"}
+    for record in records:
+        for path in record["outputs"].values():
+            assert (output / path).resolve().is_relative_to(output.resolve()) and (output / path).is_file()
+    assert json.loads((output / "summary.json").read_text())["files_processed"] == 5
