@@ -14,9 +14,7 @@ from pathlib import Path
 
 from audio_io import write_text
 from config import OPTIONS, RunConfig, config_problems, make_config
-from stages import STAGES
-
-STAGE_OF = {option.name: stage for stage in STAGES.values() for option in stage.options}
+from stages import STAGE_OF_OPTION, STAGES
 
 EXAMPLES = """examples:
   python audio_processing.py --input audio.mp3 --output results
@@ -41,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         return groups[title]
 
     for option in OPTIONS.values():
-        stage = STAGE_OF.get(option.name)
+        stage = STAGE_OF_OPTION.get(option.name)
         where = group(f"{stage.name}: {stage.summary}" if stage else option.group)
         if option.kind == "flag":
             where.add_argument(f"--{option.name}", action="store_true", help=option.help_text)

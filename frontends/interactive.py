@@ -9,10 +9,9 @@ from typing import Callable, TypeVar
 
 from config import OPTIONS, RunConfig
 from options import Option
-from stages import STAGES
+from stages import STAGE_OF_OPTION
 
 T = TypeVar("T")
-STAGE_OF = {option.name: stage.name for stage in STAGES.values() for option in stage.options}
 
 
 class Cancelled(Exception):
@@ -98,8 +97,8 @@ def ask_config(config: RunConfig, asked_input: bool = True, read=input) -> RunCo
     asked, audio_seconds = [], 0.0
     try:
         for option in OPTIONS.values():
-            stage = STAGE_OF.get(option.name)
-            if (not option.question or (stage and stage not in config.steps)
+            stage = STAGE_OF_OPTION.get(option.name)
+            if (not option.question or (stage and stage.name not in config.steps)
                     or (option.ask_if and not option.ask_if(config))):
                 continue
             question, default = option.question, _shown(getattr(config, option.name))

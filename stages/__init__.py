@@ -35,6 +35,7 @@ def _in_order() -> list[type[Stage]]:
 
 STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in _in_order()}
 STAGE_ORDER = tuple(STAGES)
+STAGE_OF_OPTION = {option.name: stage for stage in STAGES.values() for option in stage.options}
 MANIFEST_FIELDS = tuple(field for stage in STAGES.values() for field in stage.manifest_fields)
 
 
@@ -43,4 +44,4 @@ def build_stages(steps, config, models) -> list[Stage]:
     return [STAGES[name](config, models) for name in STAGE_ORDER if name in steps]
 
 
-__all__ = ["FileContext", "Output", "Part", "Stage", "STAGES", "STAGE_ORDER", "MANIFEST_FIELDS", "build_stages"]
+__all__ = ["FileContext", "Output", "Part", "Stage", "STAGES", "STAGE_ORDER", "MANIFEST_FIELDS", "STAGE_OF_OPTION", "build_stages"]
