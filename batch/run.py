@@ -204,6 +204,8 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
         prepare_redo(config.output, job)
     for scratch in config.output.glob(".scratch-*"):  # left by a run that was killed
         remove(config.output, scratch)
+    for job in jobs:  # a kill while a finished file's report was being written leaves its temp file too
+        remove_leftovers(config.output, job)
     if finished:
         log.warning("resuming: %d of %d file(s) already done with the same settings are skipped "
                     "(--overwrite redoes them)", len(finished), len(jobs))
