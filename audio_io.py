@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -186,12 +187,21 @@ def file_sha256(path: Path) -> str:
 
 # ---- writes that are never half-done: a temporary name in the same folder, then an atomic rename ----
 
+TEMP_STEM = 32  # characters of the final name's stem kept in a temporary name
+
+
+def is_temp_name(name: str) -> bool:
+    """A temporary name of atomic_path's, left by a run that was killed while writing."""
+    return re.fullmatch(r"\..*\.[a-z0-9_]{8}\.tmp(\.[^.]*)?", name) is not None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # short whatever the final name (a 250-byte name must still fit), and recognisable (is_temp_name)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem[:TEMP_STEM]}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(handle)
     try:
         yield Path(tmp)

@@ -8,12 +8,14 @@ Each file goes through any of four stages, always in this order: split (time or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from audio_io import write_text
 from config import OPTIONS, RunConfig, config_problems, make_config
+from layout import CONFIG, OutputInUse, lock_output
 from stages import STAGE_OF_OPTION, STAGES
 
 EXAMPLES = """examples:
@@ -229,9 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_output_writable(config.output)
     if problem:
         parser.error(problem)
-    write_text(config.output / "config.toml", config.to_toml())  # the run, repeatable with --config
-    return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite, notes=(*notes, *plan),
-               warnings=tuple(f"{line}; the stage is skipped (--allow_skip)" for line in missing))
+    try:
+        lock = lock_output(config.output)
+    except OutputInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        write_text(config.output / CONFIG, config.to_toml())  # the run, repeatable with --config
+        return run(config, quiet=args.quiet, verbose=args.verbose, overwrite=args.overwrite, notes=(*notes, *plan),
+                   warnings=tuple(f"{line}; the stage is skipped (--allow_skip)" for line in missing))
+    finally:
+        os.close(lock)
 
 
 if __name__ == "__main__":

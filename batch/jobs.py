@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from audio_io import AudioError, probe_audio
 from config import RunConfig
+from layout import RUN_NAMES
 from stages.split import Split
 
 
@@ -21,6 +21,11 @@ class FileJob:
     shard: tuple[int, int | None] | None = None  # only these parts [first, end), for another worker; no report
     carried: dict = field(default_factory=dict)  # what the file's shards spent: seconds per stage, parts done
 
+    @property
+    def file_id(self) -> str:
+        """The RTTM file-id: the input's stem, with whitespace replaced (RTTM fields are split on whitespace)."""
+        return "_".join(self.source.stem.split()) or "_"
+
 
 def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
     """One job per file, each with an output folder of its own (output_keys)."""
@@ -29,31 +34,39 @@ def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
     return [FileJob(i, file, key) for i, (file, key) in enumerate(zip(files, output_keys(relative)))]
 
 
-def safe_name(name: str) -> str:
-    """A path component that stays where it is put: '.', '..' and hidden names (which could be the run's own
-    scratch folders) get a leading '_' instead of their dots."""
-    return "_" + name.lstrip(".") if name.startswith(".") else name
+def safe_name(name: str, top_level: bool = False) -> str:
+    """A path component that stays where it is put: '.', '..' and hidden names get a leading '_' instead of their
+    dots (the run's work folder is hidden), and at the top a name of the run's own (summary.json...) gets '_'."""
+    if name.startswith("."):
+        return "_" + name.lstrip(".")
+    if top_level and name.casefold() in {own.casefold() for own in RUN_NAMES}:
+        return "_" + name
+    return name
 
 
 def output_keys(relative: list[Path]) -> list[str]:
     """Each input's output folder under --output, decided for the whole batch before any work: its relative path
-    without the extension, each part a safe name; with the extension where two inputs would share a folder
-    (a.wav, a.flac); numbered where even that is not enough (a.wav beside a.wav.mp3). Compared without case,
-    as case-insensitive file systems do."""
+    without the extension, each part a safe name. No two inputs share a folder and none holds another's (a.wav's
+    folder a/ would hold a/speech.wav's outputs beside its own speech/): those take their extension (a.wav,
+    a.flac), and a number where even that is not enough (a.wav beside a.wav.mp3). Compared without case, as
+    case-insensitive file systems do."""
     def key(rel: Path, with_extension: bool) -> str:
-        return "/".join(safe_name(part) for part in (*rel.parts[:-1], rel.name if with_extension else rel.stem))
+        parts = (*rel.parts[:-1], rel.name if with_extension else rel.stem)
+        return "/".join(safe_name(part, top_level=i == 0) for i, part in enumerate(parts))
 
-    plain = [key(rel, False) for rel in relative]
-    counts = Counter(k.casefold() for k in plain)
-    wanted = [key(rel, True) if counts[k.casefold()] > 1 else k for rel, k in zip(relative, plain)]
-    keys, taken = [], set()
-    for candidate in wanted:
-        unique, number = candidate, 1
-        while unique.casefold() in taken:
+    def clashes(keys: list[str], i: int, first_keeps: bool = True) -> bool:
+        """Key i is an earlier input's (or any other's), or the folder that holds another's: key i moves."""
+        mine = keys[i].casefold()
+        return any(j != i and ((j < i or not first_keeps) and other.casefold() == mine
+                               or other.casefold().startswith(mine + "/")) for j, other in enumerate(keys))
+
+    keys = [key(rel, False) for rel in relative]
+    keys = [key(rel, True) if clashes(keys, i, first_keeps=False) else keys[i] for i, rel in enumerate(relative)]
+    for i in range(len(keys)):
+        plain, number = keys[i], 1
+        while clashes(keys, i):
             number += 1
-            unique = f"{candidate}~{number}"
-        taken.add(unique.casefold())
-        keys.append(unique)
+            keys[i] = f"{plain}~{number}"
     return keys
 
 

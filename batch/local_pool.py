@@ -12,6 +12,7 @@ from batch.jobs import FileJob
 from batch.worker import Worker, run_job, worker_models
 from config import RunConfig
 from gpu_memory import DevicePlan
+from layout import LOG
 
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
@@ -31,7 +32,7 @@ def _worker_main(worker_id: int, workers: int, config: RunConfig, devices: Devic
                  parent: int) -> None:
     _die_with_parent(parent)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
-    log_file = os.open(config.output / "audio_processing.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log_file = os.open(config.output / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_file, 2)
     os.close(log_file)
     # Workers are spread over the cards; those on one card share its memory limit.

@@ -11,10 +11,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
-from audio_io import AudioError, open_audio
+from audio_io import AudioError, is_temp_name, open_audio
 from batch.jobs import FileJob
 from batch.resume import own_files, remove, settings_fingerprint
 from config import RunConfig
+from layout import scratch_root
 from model_manager import ModelManager
 from reporting.reports import manifest_record, write_file_report
 from reporting.timeline import write_timeline
@@ -26,15 +27,15 @@ Emit = Callable[[str, dict], None]  # (event kind, payload): how a worker tells 
 
 
 def _scratch_prefix(job: FileJob) -> str:
-    return f".scratch-{job.index}-" + (f"s{job.shard[0]}-" if job.shard else "")
+    return f"{job.index}-" + (f"s{job.shard[0]}-" if job.shard else "")
 
 
 def remove_leftovers(output: Path, job: FileJob) -> None:
     """What a killed worker leaves of a file (or of a shard's parts): scratch folder, half-written temp files."""
-    for scratch in output.glob(f"{_scratch_prefix(job)}*"):
+    for scratch in scratch_root(output).glob(f"{_scratch_prefix(job)}*"):
         remove(output, scratch)
-    for leftover in own_files(output / job.key):
-        if leftover.name.startswith(".") and ".tmp" in leftover.name and _in_shard(job, leftover.name):
+    for leftover in own_files(output, job):
+        if is_temp_name(leftover.name) and _in_shard(job, leftover.name):
             remove(output, leftover)
 
 
@@ -46,16 +47,11 @@ def _in_shard(job: FileJob, name: str) -> bool:
     return bool(found) and int(found.group(1)) >= first and (end is None or int(found.group(1)) < end)
 
 
-def rttm_file_id(source: Path) -> str:
-    """The input's stem, with whitespace replaced: RTTM fields are separated by whitespace."""
-    return "_".join(source.stem.split()) or "_"
-
-
 def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
     """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
-    config.output.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=config.output))
-    ctx = FileContext(source=job.source, file_id=rttm_file_id(job.source), out_dir=config.output / job.key,
+    scratch_root(config.output).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=scratch_root(config.output)))
+    ctx = FileContext(source=job.source, file_id=job.file_id, out_dir=config.output / job.key,
                       output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier,
                       shard=job.shard)
     timings: dict[str, float] = defaultdict(float, job.carried.get("seconds", {}))

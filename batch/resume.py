@@ -17,8 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
-from audio_io import write_text
+from audio_io import is_temp_name, write_text
 from config import RunConfig
+from layout import FILE_REPORTS, MANIFEST, REPORT_JSON, SUMMARY, whole_file_name
 from stages import STAGE_ORDER, STAGES
 
 SIGNATURE_BYTES = 1 << 20  # the input's size and its first and last MiB tell a changed recording from a copy
@@ -60,17 +61,20 @@ def settings_fingerprint(fingerprints: dict[str, str]) -> str:
 
 
 def read_manifest(output: Path) -> list[dict]:
-    """The manifest's records; a last line cut short by a crash is ignored."""
-    path = output / "manifest.jsonl"
+    """The manifest's records, one per part (the last, should a part be listed twice); a last line cut short by a
+    crash is ignored."""
+    path = output / MANIFEST
     if not path.exists():
         return []
-    records = []
+    records = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return records
+        if isinstance(record, dict):
+            records[(record.get("output"), record.get("part"))] = record
+    return list(records.values())
 
 
 def _records_of(records: list[dict], job) -> list[dict]:
@@ -82,7 +86,7 @@ def finished_reports(output: Path, jobs, records: list[dict]) -> dict[int, dict]
     finished = {}
     for job in jobs:
         try:
-            report = json.loads((output / job.key / "report.json").read_text(encoding="utf-8"))
+            report = json.loads((output / job.key / REPORT_JSON).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
         parts = _records_of(records, job)
@@ -137,29 +141,35 @@ def remove(output: Path, path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def own_files(folder: Path) -> list[Path]:
-    """The files a file's run writes in its folder: reports and whole-file outputs, and part_* files one level
-    down. Not the folder's other content: with inputs a.wav and a/b.wav, the folder a/ also holds a/b/."""
-    if not folder.is_dir():
-        return []
-    files = [path for path in folder.iterdir() if path.is_file()]
-    for sub in folder.iterdir():
-        if sub.is_dir():
-            files += [path for path in sub.iterdir() if path.is_file() and path.name.lstrip(".").startswith("part_")]
-    return files
+def own_files(output: Path, job) -> list[Path]:
+    """The files a file's run writes in its folder, known by the names declared for them: its reports, the stages'
+    whole-file and per-part outputs, and temp files of a write cut short. Nothing else there is touched."""
+    folder = output / job.key
+    whole = set(FILE_REPORTS) | {whole_file_name(job.file_id, pattern)
+                                 for stage in STAGES.values() for pattern in stage.file_outputs}
+    part_folders = {out.folder for stage in STAGES.values() for out in stage.outputs.values()}
+    found = [path for path in _files_in(folder) if path.name in whole or is_temp_name(path.name)]
+    for name in part_folders:
+        found += [path for path in _files_in(folder / name)
+                  if path.name.startswith("part_") or is_temp_name(path.name)]
+    return found
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return [path for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
 
 
 def prepare_redo(output: Path, job) -> None:
     """Clear a file's folder of what an earlier run left there, except the outputs its parts keep."""
     kept = kept_outputs(job.earlier)
-    for path in own_files(output / job.key):
+    for path in own_files(output, job):
         if path.relative_to(output).as_posix() not in kept:
             remove(output, path)
 
 
 def rewrite_manifest(output: Path, keep) -> None:
     """Rewrite the manifest with only the records `keep(record)` accepts (the others are about to be redone)."""
-    path = output / "manifest.jsonl"
+    path = output / MANIFEST
     if path.exists():
         kept = [r for r in read_manifest(output) if keep(r)]
         write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
@@ -167,8 +177,8 @@ def rewrite_manifest(output: Path, keep) -> None:
 
 def clear_outputs(output: Path, jobs) -> None:
     """--overwrite: forget the earlier run (only the outputs of this run's files are removed)."""
-    for name in ("manifest.jsonl", "summary.json"):
+    for name in (MANIFEST, SUMMARY):
         remove(output, output / name)
     for job in jobs:
-        for path in own_files(output / job.key):
+        for path in own_files(output, job):
             remove(output, path)

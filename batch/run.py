@@ -24,6 +24,7 @@ from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare
 from batch.worker import Pool, Worker, failed_report, set_thread_variables
 from config import RunConfig
 from gpu_memory import DevicePlan, usable_cores
+from layout import MANIFEST, SUMMARY, scratch_root
 from loaders.model_store import disable_downloads_when_offline
 from reporting.html_report import write_html_report
 from reporting.reports import append_manifest, statistics_block, summarize
@@ -57,7 +58,7 @@ class BatchRun:
         self.carried: dict[int, dict] = {}  # file -> what its finished shards spent
         self.workers = max(1, min(workers, len(self.pending)))
         self.threads = threads_per_worker(self.workers)
-        self.manifest = config.output / "manifest.jsonl"
+        self.manifest = config.output / MANIFEST
         self.reports: dict[int, dict] = {}
         bars = {"disable": True} if quiet else {"disable": None}  # None: shown on a terminal only
         self.files_bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, **bars)
@@ -202,8 +203,7 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
                      or (r.get("output"), r.get("part")) in kept_lines)
     for job in todo:  # nothing of an earlier, unfinished or different run stays, except the parts it keeps
         prepare_redo(config.output, job)
-    for scratch in config.output.glob(".scratch-*"):  # left by a run that was killed
-        remove(config.output, scratch)
+    remove(config.output, scratch_root(config.output))  # left by a run that was killed (this run holds the lock)
     for job in jobs:  # a kill while a finished file's report was being written leaves its temp file too
         remove_leftovers(config.output, job)
     if finished:
@@ -219,12 +219,13 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
         reports, used_workers = batch.reports, batch.workers
         for job in todo:  # no worker runs now: what a killed or retried attempt left can go
             remove_leftovers(config.output, job)
+        remove(config.output, scratch_root(config.output))
     ordered = [reports[job.index] for job in todo if job.index in reports]
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
     summary["interrupted"] = interrupted
-    write_json(config.output / "summary.json", summary)
+    write_json(config.output / SUMMARY, summary)
     write_html_report(config.output, summary, list(finished.values()) + ordered)
     block = statistics_block(summary)
     log.info("\n%s", block)

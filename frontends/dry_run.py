@@ -7,6 +7,7 @@ from pathlib import Path
 from audio_io import AudioError, probe_audio
 from config import RunConfig
 from gpu_memory import usable_cores
+from layout import FILE_REPORTS, RUN_NAMES, WORK
 from stages import STAGES
 from stages.split import Split
 
@@ -85,9 +86,8 @@ def dry_run(config: RunConfig, files: list[Path], models: list[str]) -> int:
     print("\n".join(rows))
     print(f"Steps: {describe_steps(config)}")
     print("Models:\n" + "\n".join(f"  {line}" for line in models))
-    print(f"Outputs per file: {', '.join(planned_outputs(config) + ['timeline.png', 'report.txt', 'report.json'])}")
-    print(f"Run outputs: {config.output}/manifest.jsonl, summary.json, report.html, config.toml, "
-          "audio_processing.log")
+    print(f"Outputs per file: {', '.join(planned_outputs(config) + list(FILE_REPORTS))}")
+    print(f"Run outputs: {config.output}/{', '.join(name for name in RUN_NAMES if name != WORK)}")
     workers = max(1, min(config.workers or get_optimal_workers(), len(jobs)))
     cores = usable_cores()
     print(f"Workers: {workers}, {max(1, cores // workers)} thread(s) each, on {cores} cores")

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from audio_io import write_text
+from layout import CONFIG, HTML_REPORT, LOG, MANIFEST, REPORT_JSON, REPORT_TXT, SUMMARY, TIMELINE
 from reporting.reports import statistics
 
 STYLE = """
@@ -43,14 +44,14 @@ def file_row(output: Path, report: dict) -> str:
     speech = report.get("speech_duration")
     ratio = f"{speech / duration:.0%}" if speech is not None and duration else ""
     speakers = "" if report.get("speakers") is None else str(report["speakers"])
-    links = [_link(f"{key}/{name}", name) for name in ("report.txt", "report.json")
+    links = [_link(f"{key}/{name}", name) for name in (REPORT_TXT, REPORT_JSON)
              if (output / key / name).exists()]
     if (output / key).is_dir():
         links.append(_link(f"{key}/", "outputs"))
     picture = ""
-    if (output / key / "timeline.png").exists():
-        picture = (f'<a href="{escape(quote(f"{key}/timeline.png"))}"><img class="timeline" alt="timeline of '
-                   f'{escape(key)}" src="{escape(quote(f"{key}/timeline.png"))}"></a>')
+    if (output / key / TIMELINE).exists():
+        picture = (f'<a href="{escape(quote(f"{key}/{TIMELINE}"))}"><img class="timeline" alt="timeline of '
+                   f'{escape(key)}" src="{escape(quote(f"{key}/{TIMELINE}"))}"></a>')
     error = f'<div class="error">{escape(report["error"])}</div>' if report.get("error") else ""
     notes = "".join(f"<div>{escape(note)}</div>" for note in report.get("notes") or [])
     return (f'<tr class="{escape(status)}" data-status="{escape(status)}">'
@@ -81,10 +82,9 @@ def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
 <tbody>
 {rows}
 </tbody></table>
-<p>Run files: {_link('summary.json', 'summary.json')} · {_link('manifest.jsonl', 'manifest.jsonl')} ·
-{_link('config.toml', 'config.toml')} · {_link('audio_processing.log', 'audio_processing.log')}</p>
+<p>Run files: {' · '.join(_link(name, name) for name in (SUMMARY, MANIFEST, CONFIG, LOG))}</p>
 </body></html>
 """
-    path = output / "report.html"
+    path = output / HTML_REPORT
     write_text(path, page)
     return path

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from layout import LOG
+
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(message)s"
 
 
@@ -20,7 +22,7 @@ def setup_logging(output: Path, verbose: bool = False, quiet: bool = False) -> N
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    file_handler = logging.FileHandler(output / "audio_processing.log", encoding="utf-8")
+    file_handler = logging.FileHandler(output / LOG, encoding="utf-8")
     file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(file_handler)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from audio_io import write_json, write_text
+from layout import REPORT_JSON, REPORT_TXT
 from stages import MANIFEST_FIELDS
 
 
@@ -50,8 +51,8 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "started_at": round(started_at, 3), "settings": settings,
     }
     if write and (ctx.out_dir.exists() or status != "failed"):
-        write_json(ctx.out_dir / "report.json", report)
-        write_text(ctx.out_dir / "report.txt", report_text(report))
+        write_json(ctx.out_dir / REPORT_JSON, report)
+        write_text(ctx.out_dir / REPORT_TXT, report_text(report))
     return report
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_io import AudioInfo, as_float, atomic_path, iter_blocks
+from layout import TIMELINE
 from stages.diarize import read_rttm
 
 COLUMNS = 1200  # waveform resolution: one min/max pair per pixel column
@@ -89,7 +90,7 @@ def write_timeline(ctx) -> Path:
     lanes.set_xlabel("seconds")
     if not labels:
         lanes.text(0.5, 0.5, "no diarization", transform=lanes.transAxes, ha="center", va="center", color="grey")
-    path = ctx.out_dir / "timeline.png"
+    path = ctx.out_dir / TIMELINE
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
     plt.close(figure)

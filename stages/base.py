@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from audio_io import AudioInfo, as_float, iter_blocks, read_frames
+from layout import whole_file_name
 from options import Option
 
 if TYPE_CHECKING:  # torch is imported where it is used: the main process imports the stages and needs no torch
@@ -111,6 +112,10 @@ class FileContext:
     parts: list[Part] = field(default_factory=list)  # finished parts
     earlier: dict[int, dict] = field(default_factory=dict)  # part index -> its manifest record from an earlier run
     shard: tuple[int, int | None] | None = None  # only parts [first, end) of the file, when it is shared out
+
+    def whole_file_path(self, pattern: str) -> Path:
+        """Where a whole-file output declared as "<stem>.rttm" goes for this file."""
+        return self.out_dir / whole_file_name(self.file_id, pattern)
 
     def relative(self, path: Path) -> str:
         return Path(path).relative_to(self.output_root).as_posix()

@@ -140,7 +140,7 @@ class Diarize(Stage):
             turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in part.fields["diarization"]["turns"]]
             write_text(ctx.output_root / part.outputs["diarization"], rttm(ctx.file_id, turns))
             all_turns.extend(turns)
-        path = ctx.out_dir / f"{ctx.file_id}.rttm"
+        path = ctx.whole_file_path(self.file_outputs[0])
         write_text(path, rttm(ctx.file_id, sorted(all_turns, key=lambda t: (t.start, t.end))))
         ctx.stage_info[self.name].update(rttm=ctx.relative(path), speakers=len({t.speaker for t in all_turns}))
 

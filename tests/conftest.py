@@ -83,6 +83,16 @@ def run_cli(*args, timeout: float = 900, input: str | None = None, **env: str) -
                           capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
 
 
+def leftovers(output: Path) -> list[Path]:
+    """Temp files and scratch folders a run left behind: there must be none once it has ended."""
+    from audio_io import is_temp_name
+    from layout import scratch_root
+
+    scratch = scratch_root(output)
+    return [path for path in output.rglob("*") if is_temp_name(path.name)] + (
+        list(scratch.iterdir()) if scratch.is_dir() else [])
+
+
 def part_collector(records: list[dict]):
     """An emit for process_file that keeps the manifest records of finished parts (a worker sends them on)."""
     def emit(kind: str, payload: dict) -> None:

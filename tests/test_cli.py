@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import data, data_glob, read_rttm, run_cli, run_main
+from conftest import data, data_glob, leftovers, read_rttm, run_cli, run_main
 from gpu_memory import detect_gpus
 
 CLIPS = data_glob("librivox/*.flac")
@@ -49,7 +49,7 @@ def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
     assert (output / "sub" / "good_two" / "parts" / "part_0000.wav").exists()
     assert json.loads((output / "good one" / "report.json").read_text())["status"] == "done"
     assert "PERFORMANCE STATISTICS:" in result.stdout and "Files failed: 3" in result.stdout
-    assert not list(output.rglob("*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
 
 
 @pytest.mark.e2e
@@ -187,7 +187,7 @@ def test_a_file_past_the_timeout_is_stopped_and_the_batch_goes_on(tmp_path, mode
                                     "error": "timed out after 3 s"}]
     assert [r["output"] for r in manifest(output)] == ["b_short"]
     # the killed worker's half-written speech file and scratch folder are gone
-    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
 
 
 @pytest.mark.e2e

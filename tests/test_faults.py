@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import data, run_cli
+from conftest import data, leftovers, run_cli
 
 SPEECH = data("librivox/sense_and_sensibility_01_austen_64kb-0880.flac")
 
@@ -93,7 +93,7 @@ def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
     report, records, output = process(data("pyannote_sample/sample.flac"), steps=("split",), chunk_duration=10)
     assert report["status"] == "failed" and "No space left on device" in report["error"]
     assert len(records) == 2  # the parts written before are complete and recorded
-    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
     assert sorted(p.name for p in (output / "sample" / "parts").iterdir()) == ["part_0000.wav", "part_0001.wav"]
 
 
@@ -114,7 +114,7 @@ def test_a_file_that_disappears_during_the_run(tmp_path, models_dir):
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "AUDIO_PROCESSING_MODELS": str(models_dir)})
     deadline = time.monotonic() + 120
-    while not list(output.glob(".scratch-*")) and time.monotonic() < deadline:
+    while not leftovers(output) and time.monotonic() < deadline:  # its scratch folder: it has started
         time.sleep(0.02)
     (folder / "zz_vanishing.flac").unlink()
     _, stderr = process.communicate(timeout=300)
@@ -129,12 +129,63 @@ def test_output_folders_are_safe_and_unique_whatever_the_names():
     from batch.jobs import output_keys
 
     names = ["...flac", "..flac", "a.wav", "a.flac", "a.wav.mp3", ".scratch-0-x.flac", "sub/.hidden.wav",
-             "sub/b.wav", "A.wav", "x"]
+             "sub/b.wav", "A.wav", "x", "summary.json.flac", "Manifest.jsonl/x.wav", "_manifest.jsonl.wav",
+             "c.flac", "c/speech.flac", "c/speech/part_0000.flac", "d~2/x.wav", "d.wav", "d.flac", "d.wav.mp3"]
     keys = output_keys([Path(name) for name in names])
     assert keys == ["_flac", "_flac~2", "a.wav", "a.flac", "a.wav~2", "_scratch-0-x", "sub/_hidden", "sub/b",
-                    "A.wav~3", "x"]
-    assert len({key.casefold() for key in keys}) == len(keys)
+                    "A.wav~3", "x", "_summary.json", "_Manifest.jsonl/x", "_manifest.jsonl.wav", "c.flac",
+                    "c/speech.flac", "c/speech/part_0000", "d~2/x", "d.wav", "d.flac", "d.wav~2"]
+    folded = [key.casefold() for key in keys]
+    assert len(set(folded)) == len(keys)  # no two share a folder
+    assert not any(other.startswith(key + "/") for key in folded for other in folded)  # nor hold another's
     assert not any(part.startswith(".") for key in keys for part in key.split("/"))
+
+
+def test_long_names_fit_and_temp_names_stay_short(tmp_path):
+    from audio_io import write_text
+    from layout import NAME_MAX, whole_file_name
+
+    stem = "x" * 246  # a legal 250-byte input name, "x...x.wav"
+    names = {whole_file_name(stem, pattern) for pattern in ("<stem>.rttm", "<stem>.exclusive.rttm")}
+    assert all(len(name.encode()) <= NAME_MAX for name in names) and len(names) == 2
+    assert whole_file_name("interview", "<stem>.exclusive.rttm") == "interview.exclusive.rttm"
+    assert len(whole_file_name("é" * 200, ".rttm").encode()) <= NAME_MAX  # cut between characters, not bytes
+    for name in names:
+        write_text(tmp_path / name, "SPEAKER ...\n")  # its temp name fits too
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_second_run_on_the_same_output_is_refused_until_the_first_ends(tmp_path, capsys):
+    """Two runs on one folder once both wrote every part into the manifest twice. The second is now refused at
+    once with the first's pid, before it writes anything; a first run that was killed leaves no stuck lock."""
+    import signal
+
+    from conftest import ROOT, run_main
+
+    output = tmp_path / "results"
+    holder = subprocess.Popen([os.sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from layout import lock_output; lock_output(__import__('pathlib').Path(sys.argv[2]));"
+                               " print('locked', flush=True); time.sleep(600)", str(ROOT), str(output)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    code, _, err = run_main(capsys, "--input", SPEECH, "--output", output, "--steps", "split")
+    assert code == 2 and f"in use by another run (pid {holder.pid})" in err
+    assert sorted(path.name for path in output.iterdir()) == [".audio_processing"]  # nothing written
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    code, _, err = run_main(capsys, "--input", SPEECH, "--output", output, "--steps", "split")
+    assert code == 0, err
+    assert (output / "manifest.jsonl").read_text().count('"part": 0') == 1
+
+
+def test_the_manifest_reader_drops_duplicate_records(tmp_path):
+    from batch.resume import read_manifest
+
+    lines = [{"output": "a", "part": 0, "v": 1}, {"output": "a", "part": 1}, {"output": "a", "part": 0, "v": 2},
+             {"output": "b", "part": 0}]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"cut sho')
+    assert read_manifest(tmp_path) == [{"output": "a", "part": 0, "v": 2}, {"output": "a", "part": 1},
+                                       {"output": "b", "part": 0}]
 
 
 def test_the_one_delete_refuses_anything_outside_the_output_folder(tmp_path):
@@ -156,11 +207,15 @@ def test_the_one_delete_refuses_anything_outside_the_output_folder(tmp_path):
 @pytest.mark.e2e
 def test_inputs_named_to_escape_or_collide_keep_every_output_inside(tmp_path, models_dir):
     """`...flac` once wrote to <output>/.. and its clean-up deleted the user's files there; a.wav, a.flac and
-    a.wav.mp3 once shared one folder. Each now has a folder of its own inside --output, also on a redo."""
+    a.wav.mp3 once shared one folder; summary.json.flac crashed the run at its end; b/speech.flac's redo deleted
+    b.flac's speech outputs; .scratch-0-x.flac lost its outputs to the scratch clean-up. Each now has a folder of
+    its own inside --output, also on a redo, and the redo deletes only what the tool writes."""
     parent = tmp_path / "work"
     folder = parent / "in"
-    folder.mkdir(parents=True)
-    for name in ("...flac", "..flac", "a.wav", "a.flac"):
+    (folder / "b").mkdir(parents=True)
+    names = ("...flac", "..flac", "a.wav", "a.flac", "b.flac", "b/speech.flac", "summary.json.flac",
+             "audio_processing.log.flac", ".scratch-0-x.flac")
+    for name in names:
         shutil.copy(SPEECH, folder / name) if name.endswith(".flac") else sf.write(
             folder / name, sf.read(SPEECH)[0], 16000)
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(folder / "a.wav.mp3")], check=True)
@@ -169,15 +224,22 @@ def test_inputs_named_to_escape_or_collide_keep_every_output_inside(tmp_path, mo
     (parent / "other").mkdir()
     (parent / "other" / "part_0000.wav").write_bytes(b"also the user's")
     output = parent / "results"
-    args = ["--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "1",
+    args = ["--input", folder, "--output", output, "--steps", "split", "vad", "--chunk_duration", "2",
             "--workers", "1"]
     for extra in ([], ["--vad_threshold", "0.6"]):  # the second run redoes the VAD: its clean-up runs
         result = run_cli(*args, *extra, AUDIO_PROCESSING_MODELS=str(models_dir))
         assert result.returncode == 0, result.stderr
+        (output / "b.flac" / "speech" / "notes.txt").write_text("the user's, in a results folder")
     assert mine.read_text().startswith("the user's") and (parent / "other" / "part_0000.wav").exists()
+    assert (output / "b.flac" / "speech" / "notes.txt").exists()
     records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
-    assert {record["output"] for record in records} == {"_flac", "_flac~2", "a.wav", "a.flac", "a.wav~2"}
+    assert {record["output"] for record in records} == {
+        "_flac", "_flac~2", "a.wav", "a.flac", "a.wav~2", "b.flac", "b/speech", "_summary.json",
+        "_audio_processing.log", "_scratch-0-x"}
+    assert len(records) == 2 * 10  # two parts each, none twice
     for record in records:
         for path in record["outputs"].values():
             assert (output / path).resolve().is_relative_to(output.resolve()) and (output / path).is_file()
-    assert json.loads((output / "summary.json").read_text())["files_processed"] == 5
+        report = json.loads((output / record["output"] / "report.json").read_text())
+        assert report["status"] == "done" and report["source"] == record["source"]
+    assert json.loads((output / "summary.json").read_text())["files_processed"] == 10

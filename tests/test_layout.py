@@ -14,7 +14,7 @@ from conftest import ROOT, data
 
 # Lowest first. Within a floor, imports go one way (no cycles); between floors, only downwards.
 FLOORS = [
-    ["options", "audio_io", "gpu_memory", "loaders.asr", "loaders.deepfilternet", "loaders.speaker_embedding",
+    ["options", "layout", "audio_io", "gpu_memory", "loaders.asr", "loaders.deepfilternet", "loaders.speaker_embedding",
      "loaders.whisper_convert", "reporting.logs"],
     ["loaders.model_store"],
     ["model_manager"],

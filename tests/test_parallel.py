@@ -7,7 +7,7 @@ import json
 import shutil
 import sys
 
-from conftest import ROOT, data
+from conftest import ROOT, data, leftovers
 
 sys.path.insert(0, str(ROOT / "bench"))
 from kill_resume import finished_outputs, mismatches, read_manifest, redone, run  # noqa: E402
@@ -40,4 +40,4 @@ def test_one_long_file_is_shared_out_and_gives_the_one_worker_result(tmp_path, m
     report = json.loads((shared / "conv3" / "report.json").read_text())
     assert report["parts"] == 8 and report["status"] == "done" and report["speakers"] >= 2
     assert (shared / "conv3" / "timeline.png").exists()
-    assert not list(shared.rglob(".*.tmp*")) and not list(shared.glob(".scratch-*"))
+    assert not leftovers(shared)

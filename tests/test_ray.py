@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, data, run_cli
+from conftest import ROOT, data, leftovers, run_cli
 
 pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 sys.path.insert(0, str(ROOT / "bench"))
@@ -70,7 +70,7 @@ def test_ray_backend_gives_the_local_results_even_when_a_worker_is_killed(batch,
     assert summary["failures"][0]["source"].endswith("broken.wav")
     assert "broken.wav" in stderr and "broken.wav" in log
     assert "[ray-worker-" in log  # the actors' log records came back
-    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
 
 
 def test_without_ray_the_ray_backend_is_a_clear_usage_error(tmp_path):

@@ -96,7 +96,7 @@ def test_the_stage_is_in_the_dry_run_and_the_interactive_prompt(plugin, tmp_path
                       "--chunk_duration", "4", "--gain_db", "-3", "--dry_run", **plugin)
     assert planned.returncode == 0, planned.stderr
     assert "Steps: split (time, 4 s) -> gain (-3 dB)" in planned.stdout
-    assert "Outputs per file: parts/part_NNNN.wav, gained/part_NNNN.wav, timeline.png" in planned.stdout
+    assert "Outputs per file: parts/part_NNNN.wav, gained/part_NNNN.wav, report.json" in planned.stdout
     assert "split 0.000, gain 0.001)" in planned.stdout
 
     answers = "\n".join([str(data("jfk/jfk.flac")), str(tmp_path / "asked"), "gain", "-12", "n", "1", "n"]) + "\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT, data, data_glob, run_cli
+from conftest import ROOT, data, data_glob, leftovers, run_cli
 
 sys.path.insert(0, str(ROOT / "bench"))
 from kill_resume import finished_outputs, mismatches, redone, run  # noqa: E402
@@ -93,7 +93,7 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
         assert all((output / p).read_bytes() == (reference / p).read_bytes() for p in produced)
     records = [json.loads(line) for line in lines(output)]
     assert len(records) == len({(r["output"], r["part"]) for r in records}) == len(lines(reference))
-    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
 
 
 def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
@@ -123,7 +123,7 @@ def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
     summary = json.loads((output / "summary.json").read_text())
     assert summary["interrupted"] and 1 <= summary["files_processed"] < 10
     assert "PERFORMANCE STATISTICS" in stdout
-    assert not list(output.rglob(".*.tmp*")) and not list(output.glob(".scratch-*"))
+    assert not leftovers(output)
     assert not [p for p in psutil_children(process.pid)]
 
 

@@ -1,0 +1,69 @@
+"""Where a run writes inside --output, stated once: the run's own files, the hidden work folder (run lock, scratch
+space), each input's reports, and file names that fit the file system. Input folders are named (batch/jobs.py) so
+that none can be one of these names."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+LOG = "audio_processing.log"
+MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
+HTML_REPORT = "report.html"
+CONFIG = "config.toml"
+WORK = ".audio_processing"  # hidden: no input's folder starts with '.'
+RUN_NAMES = (LOG, MANIFEST, SUMMARY, HTML_REPORT, CONFIG, WORK)
+
+REPORT_JSON, REPORT_TXT, TIMELINE = "report.json", "report.txt", "timeline.png"  # in each input's folder
+FILE_REPORTS = (REPORT_JSON, REPORT_TXT, TIMELINE)
+
+NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
+
+
+def scratch_root(output: Path) -> Path:
+    return output / WORK / "scratch"
+
+
+def fitting_name(stem: str, suffix: str) -> str:
+    """stem + suffix, with the stem cut (and a short hash added, so cut names stay distinct) where the whole would
+    be longer than a file name may be: a legal 250-byte input name must not fail on its `<stem>.exclusive.rttm`."""
+    name = stem + suffix
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    tag = "~" + hashlib.sha256(stem.encode()).hexdigest()[:8]
+    room = NAME_MAX - len((tag + suffix).encode())
+    cut = stem.encode()[:room].decode(errors="ignore")  # never half a UTF-8 character
+    return cut + tag + suffix
+
+
+def whole_file_name(file_id: str, pattern: str) -> str:
+    """A stage's whole-file output, declared as "<stem>.rttm", named for one input: "interview.rttm"."""
+    return fitting_name(file_id, pattern.removeprefix("<stem>"))
+
+
+class OutputInUse(Exception):
+    """Another run holds the output folder."""
+
+
+def lock_output(output: Path) -> int:
+    """Take the output folder for this run: a second run on it is refused at once with the first run's pid. The
+    lock is the kernel's (flock), so a run that is killed never leaves it stuck. Returns the descriptor, held
+    open (and so locked) until the process ends."""
+    (output / WORK).mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(output / WORK / "lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise OutputInUse(f"{output} is in use by another run (pid {holder}); wait for it to end or choose "
+                          "another --output") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
