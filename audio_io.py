@@ -8,6 +8,7 @@ decoded once by ffmpeg into a temporary WAV that is then read like any other fil
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,21 @@ INT_FULL_SCALE = float(2 ** 31)
 
 class AudioError(Exception):
     """An input that cannot be used; the message says why, in a few words."""
+
+
+def printable_path(path: Path) -> str:
+    """The path as text that can be printed and written to UTF-8 files: a name that is not valid UTF-8 (its
+    bytes come in as lone surrogates) shows those bytes as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def name_problem(path: Path) -> str | None:
+    """Why the tool cannot carry this input's name into its UTF-8 manifest and reports, or None."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (rename it, e.g. with convmv -f latin1 -t utf8)"
+    return None
 
 
 def find_audio_files(root: Path) -> list[Path]:
@@ -187,6 +203,14 @@ def file_sha256(path: Path) -> str:
 
 # ---- writes that are never half-done: a temporary name in the same folder, then an atomic rename ----
 
+@functools.cache
+def new_file_mode() -> int:
+    """The mode open() gives a new file under this process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 TEMP_STEM = 32  # characters of the final name's stem kept in a temporary name
 
 
@@ -205,6 +229,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would make a data set written for a group unreadable
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -97,6 +97,8 @@ def options_from_toml(parser: argparse.ArgumentParser, path: Path) -> dict:
         parser.error(f"--config {path}: {error.strerror}")
     except tomllib.TOMLDecodeError as error:
         parser.error(f"--config {path}: not valid TOML ({error})")
+    except UnicodeDecodeError:
+        parser.error(f"--config {path}: not UTF-8 text (TOML files are UTF-8)")
     options = {}
     for key, value in table.items():
         if key not in OPTIONS:

@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 
+from audio_io import name_problem, printable_path
 from options import Option, fraction, path, positive
 from stages import STAGE_ORDER, STAGES
 
@@ -99,7 +100,14 @@ def make_config(explicit: dict, profile: tuple[str, dict] | None = None) -> tupl
 
 def config_problems(config: RunConfig) -> list[str]:
     """What is wrong in a combination of options (each option alone was checked when it was read)."""
-    return [problem for stage in STAGES.values() for problem in stage.check(config)]
+    problems = [f"--{name} {printable_path(getattr(config, name))}: {name_problem(getattr(config, name))}"
+                for name in ("input", "output") if getattr(config, name) and name_problem(getattr(config, name))]
+    if config.input is not None and config.output.resolve() == config.input.resolve():
+        problems.append(f"--output {config.output} is the --input folder: the results would be mixed with the "
+                        "recordings; choose another folder (a subfolder is fine)")
+    if config.output.exists() and not config.output.is_dir():
+        problems.append(f"--output {config.output} is a file, not a folder")
+    return problems + [problem for stage in STAGES.values() for problem in stage.check(config)]
 
 
 def _shown(value) -> str:

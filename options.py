@@ -3,6 +3,7 @@ prompt and the checks are all built from these declarations (the stages declare 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -63,23 +64,40 @@ def _example_list(option: Option) -> str:
 
 # ---- parsers: text -> value, or ValueError with the reason ----
 
-def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+def _number(kind: Callable[[str], Any], text: str):
+    value = kind(text)
+    if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison; inf is no setting
+        raise ValueError(f"must be a finite number, got {text}")
+    return value
+
+
+def _at_least(kind: Callable[[str], Any], low, inclusive: bool, name: str) -> Callable[[str], Any]:
     def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(f"must be greater than 0, got {text}")
+        value = _number(kind, text)
+        if value < low or value == low and not inclusive:
+            raise ValueError(f"must be {'at least' if inclusive else 'greater than'} {low}, got {text}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"  # argparse names the type in its error messages
+    parse.__name__ = f"{name} {kind.__name__}"  # argparse names the type in its error messages
     return parse
 
 
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return _at_least(kind, 0, inclusive=False, name="positive")
+
+
+def non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return _at_least(kind, 0, inclusive=True, name="non-negative")
+
+
 def fraction(text: str) -> float:
-    value = float(text)
+    value = _number(float, text)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"must be between 0 and 1, got {text}")
     return value
 
 
 def path(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("must not be empty")
     return Path(text).expanduser()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from audio_io import AudioError, probe_audio
+from audio_io import AudioError, name_problem, printable_path, probe_audio
 from config import RunConfig
 from layout import RUN_NAMES
 from stages.split import Split
@@ -20,6 +20,7 @@ class FileJob:
     earlier: dict[int, dict] = field(default_factory=dict)  # part -> its record from an earlier run, if reusable
     shard: tuple[int, int | None] | None = None  # only these parts [first, end), for another worker; no report
     carried: dict = field(default_factory=dict)  # what the file's shards spent: seconds per stage, parts done
+    problem: str | None = None  # why it fails before any work (its name), said once by the batch
 
     @property
     def file_id(self) -> str:
@@ -30,8 +31,10 @@ class FileJob:
 def plan_jobs(files: list[Path], input_root: Path) -> list[FileJob]:
     """One job per file, each with an output folder of its own (output_keys)."""
     root = input_root if input_root.is_dir() else input_root.parent
-    relative = [file.relative_to(root) if file.is_relative_to(root) else Path(file.name) for file in files]
-    return [FileJob(i, file, key) for i, (file, key) in enumerate(zip(files, output_keys(relative)))]
+    relative = [Path(printable_path(file.relative_to(root) if file.is_relative_to(root) else Path(file.name)))
+                for file in files]
+    return [FileJob(i, file, key, problem=name_problem(file))
+            for i, (file, key) in enumerate(zip(files, output_keys(relative)))]
 
 
 def safe_name(name: str, top_level: bool = False) -> str:

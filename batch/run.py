@@ -189,6 +189,10 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
     """Process every job not finished in an earlier run; returns the run summary (also written to summary.json
     and printed)."""
     started = time.monotonic()
+    rejected = [failed_report(job, job.problem, 0.0) for job in jobs if job.problem]
+    for report in rejected:
+        log.error("%s: %s", report["source"], report["error"])
+    jobs = [job for job in jobs if not job.problem]
     if overwrite:
         clear_outputs(config.output, jobs)
     jobs = [replace(job, fingerprints=stage_fingerprints(config, job.source)) for job in jobs]
@@ -220,7 +224,7 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
         for job in todo:  # no worker runs now: what a killed or retried attempt left can go
             remove_leftovers(config.output, job)
         remove(config.output, scratch_root(config.output))
-    ordered = [reports[job.index] for job in todo if job.index in reports]
+    ordered = rejected + [reports[job.index] for job in todo if job.index in reports]
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from logging.handlers import QueueHandler
 from typing import Protocol
 
+from audio_io import printable_path
 from batch.jobs import FileJob
 from batch.pipeline import process_file
 from config import RunConfig
@@ -70,7 +71,7 @@ class Worker:
 
 
 def failed_report(job: FileJob, error: str, seconds: float) -> dict:
-    return {"source": str(job.source), "output": job.key, "status": "failed", "error": error, "duration": 0.0,
+    return {"source": printable_path(job.source), "output": job.key, "status": "failed", "error": error, "duration": 0.0,
             "parts": 0, "stages": {}, "notes": [], "processing_seconds": round(seconds, 3)}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audio_io import AudioError, probe_audio
+from audio_io import AudioError, printable_path, probe_audio
 from config import RunConfig
 from gpu_memory import usable_cores
 from layout import FILE_REPORTS, RUN_NAMES, WORK
@@ -72,8 +72,10 @@ def dry_run(config: RunConfig, files: list[Path], models: list[str]) -> int:
     total, unreadable = 0.0, 0
     rows = []
     for job in jobs:
-        name = job.source.relative_to(config.input).as_posix() if config.input.is_dir() else job.source.name
+        name = printable_path(job.source.relative_to(config.input) if config.input.is_dir() else job.source.name)
         try:
+            if job.problem:
+                raise AudioError(job.problem)
             probe = probe_audio(job.source)
         except AudioError as problem:
             unreadable += 1

@@ -12,17 +12,10 @@ from typing import Iterator
 import numpy as np
 
 from audio_io import AudioWriter, as_float, iter_blocks, write_json
-from options import Option, fraction, positive
+from options import Option, fraction, non_negative, positive
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, resample
 
 BLOCK_SECONDS = 600
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {text}")
-    return value
 
 
 class VoiceActivity(Stage):
@@ -32,7 +25,7 @@ class VoiceActivity(Stage):
         Option("vad_threshold", 0.5, "Silero speech probability threshold", fraction),
         Option("min_speech_ms", 250, "shorter speech bursts are dropped", positive(int)),
         Option("min_silence_ms", 100, "shorter pauses stay inside speech", positive(int)),
-        Option("speech_pad_ms", 30, "padding kept around each speech segment", non_negative_int),
+        Option("speech_pad_ms", 30, "padding kept around each speech segment", non_negative(int)),
     )
     outputs = {"speech": Output("speech", ".wav"), "speech_segments": Output("speech", ".json")}
     manifest_fields = ("speech_duration",)

@@ -243,3 +243,58 @@ def test_inputs_named_to_escape_or_collide_keep_every_output_inside(tmp_path, mo
         report = json.loads((output / record["output"] / "report.json").read_text())
         assert report["status"] == "done" and report["source"] == record["source"]
     assert json.loads((output / "summary.json").read_text())["files_processed"] == 10
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--chunk_duration", "nan"], "must be a finite number, got nan"),
+    (["--timeout", "nan"], "must be a finite number, got nan"),
+    (["--timeout", "inf"], "must be a finite number, got inf"),
+    (["--gpu_memory_limit", "nan"], "must be a finite number, got nan"),
+    (["--speech_pad_ms", "-30"], "must be at least 0, got -30"),
+    (["--output", ""], "--output: must not be empty"),
+    (["--output", "in"], "is the --input folder"),
+    (["--output", "in/../in/"], "is the --input folder"),
+    (["--output", "in/speech.wav"], "is a file, not a folder"),
+    (["--config", "latin1.toml"], "not UTF-8 text"),
+])
+def test_bad_options_are_usage_errors_before_anything_is_written(tmp_path, capsys, monkeypatch, arguments,
+                                                                 message):
+    from conftest import run_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    shutil.copy(SPEECH, tmp_path / "in" / "speech.wav")
+    (tmp_path / "latin1.toml").write_bytes('output = "r\xe9sultats"\n'.encode("latin-1"))
+    before = sorted(tmp_path.rglob("*"))
+    code, _, stderr = run_main(capsys, "--input", "in", *arguments)
+    assert code == 2 and message in stderr, stderr
+    assert sorted(tmp_path.rglob("*")) == before  # not a byte written, here or among the recordings
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_batch_goes_on(tmp_path, capsys):
+    from conftest import run_main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SPEECH, folder / "good.flac")
+    shutil.copy(SPEECH, os.fsdecode(bytes(folder) + b"/caf\xe9.flac"))
+    output = tmp_path / "out"
+    code, _, stderr = run_main(capsys, "--input", folder, "--output", output, "--steps", "split", "--workers", "1")
+    assert code == 1
+    assert stderr.count("caf\\xe9.flac: file name is not valid UTF-8") == 1, stderr
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["files_processed"] == 1 and summary["failures"][0]["source"].endswith("caf\\xe9.flac")
+    assert "caf\\xe9.flac" in (output / "report.html").read_text(encoding="utf-8")
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    from audio_io import new_file_mode, write_text
+
+    new_file_mode.cache_clear()
+    saved = os.umask(0o002)  # a group's data set
+    try:
+        write_text(tmp_path / "report.txt", "x")
+        assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(saved)
+        new_file_mode.cache_clear()
