@@ -8,6 +8,7 @@ decoded once by ffmpeg into a temporary WAV that is then read like any other fil
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,7 @@ class AudioInfo:
     channels: int
     frames: int
     subtype: str
+    notes: tuple[str, ...] = ()  # caveats on what is used (a WAV shorter than its header claims)
 
     @property
     def duration(self) -> float:
@@ -95,19 +98,56 @@ class AudioInfo:
         return "PCM_16"  # 8-bit PCM and lossy codecs
 
 
-def _decode_with_ffmpeg(path: Path, scratch_dir: Path) -> Path:
-    if shutil.which("ffmpeg") is None:
+UNREADABLE = "not an audio file, or damaged beyond reading"
+
+
+def _ffmpeg_reason(stderr: str, path: Path) -> str:
+    """ffmpeg's last complaint without its internals ("[mp3 @ 0x55d0] ", the path)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return "unknown format"
+    reason = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\] ", "", lines[-1])
+    return reason.removeprefix(f"{path}: ")
+
+
+def _ffmpeg(tool: str) -> str:
+    if shutil.which(tool) is None:
         raise AudioError("format not readable without ffmpeg (install ffmpeg)")
+    return tool
+
+
+def _ffprobe(path: Path) -> Probe:
+    """What ffmpeg finds in a file libsndfile cannot read, with a reason a user can act on when it is no audio."""
+    command = [_ffmpeg("ffprobe"), "-v", "error", "-show_entries",
+               "stream=codec_type,sample_rate,channels:format=duration", "-of", "json", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        found = json.loads(result.stdout)
+        streams = found["streams"]
+    except (ValueError, KeyError):
+        raise AudioError(f"{UNREADABLE} ({_ffmpeg_reason(result.stderr, path)})") from None
+    audio = [stream for stream in streams if stream.get("codec_type") == "audio"]
+    if not audio:
+        kinds = sorted({stream.get("codec_type", "data") for stream in streams})
+        raise AudioError(f"no audio stream (the file has {' and '.join(kinds)} only)" if kinds
+                         else "no audio stream (not an audio file, or damaged)")
+    try:
+        return Probe(float(found["format"]["duration"]), int(audio[0]["sample_rate"]), int(audio[0]["channels"]))
+    except (ValueError, KeyError):
+        raise AudioError(f"{UNREADABLE} (no readable audio stream)") from None
+
+
+def _decode_with_ffmpeg(path: Path, scratch_dir: Path) -> Path:
+    _ffprobe(path)  # its reasons are clearer than a failed decode's
     scratch_dir.mkdir(parents=True, exist_ok=True)
     handle, decoded = tempfile.mkstemp(suffix=".wav", dir=scratch_dir)
     os.close(handle)
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-c:a", "pcm_s16le",
+    command = [_ffmpeg("ffmpeg"), "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-c:a", "pcm_s16le",
                "-f", "wav", "-rf64", "auto", decoded]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(decoded)
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise AudioError(f"cannot decode audio ({lines[-1] if lines else 'ffmpeg failed'})")
+        raise AudioError(f"cannot decode audio ({_ffmpeg_reason(result.stderr, path)})")
     return Path(decoded)
 
 
@@ -118,6 +158,23 @@ def _check_file(path: Path) -> None:
         raise AudioError("file not found")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
+
+
+def _soundfile_info(path: Path):
+    """libsndfile's view of a file, or None when it cannot read it. Its mp3 decoder prints notes on damaged data
+    straight to the process's stderr: they go nowhere, not across the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError):
+        return None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -131,38 +188,66 @@ def probe_audio(path: Path) -> Probe:
     """Duration, rate and channels without decoding (ffprobe for what libsndfile cannot read). Raises AudioError."""
     path = Path(path)
     _check_file(path)
-    try:
-        info = sf.info(str(path))
+    info = _soundfile_info(path)
+    if info is not None:
         return Probe(info.frames / info.samplerate, int(info.samplerate), int(info.channels))
-    except (sf.LibsndfileError, RuntimeError):
-        pass
-    if shutil.which("ffprobe") is None:
-        raise AudioError("format not readable without ffmpeg (install ffmpeg)")
-    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-               "stream=sample_rate,channels:format=duration", "-of", "json", str(path)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    try:
-        found = json.loads(result.stdout)
-        stream = found["streams"][0]
-        return Probe(float(found["format"]["duration"]), int(stream["sample_rate"]), int(stream["channels"]))
-    except (ValueError, KeyError, IndexError):
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise AudioError(f"cannot read audio ({lines[-1] if lines else 'no audio stream'})") from None
+    return _ffprobe(path)
 
 
 def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
-    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError."""
+    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError for audio that
+    cannot be used, notes what is used with a caveat (a WAV shorter than its header says)."""
     path = Path(path)
     _check_file(path)
-    try:
-        info = sf.info(str(path))
-        readable = path
-    except (sf.LibsndfileError, RuntimeError):
+    info, readable = _soundfile_info(path), path
+    if info is None:
         readable = _decode_with_ffmpeg(path, scratch_dir)
         info = sf.info(str(readable))
     if info.frames <= 0:
         raise AudioError("no audio samples (zero-length audio)")
-    return AudioInfo(readable, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+    audio = AudioInfo(readable, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+    if audio.subtype in ("FLOAT", "DOUBLE"):
+        _check_finite(audio)
+    if info.format in ("WAV", "WAVEX"):
+        audio.notes = _wav_shortfall(path, audio)
+    return audio
+
+
+def _check_finite(audio: AudioInfo) -> None:
+    """Float audio can hold NaN or Inf: copied into training data they poison it, and they silently change what
+    the VAD finds. Such a file is failed, saying where."""
+    start = 0
+    for block in iter_blocks(audio, 0, audio.frames, 1 << 20):
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            first = start + int(np.argmax(bad))
+            raise AudioError(f"samples that are not numbers (NaN or Inf) from {first / audio.sample_rate:.2f} s: "
+                             "damaged float audio")
+        start += len(block)
+
+
+def _wav_shortfall(path: Path, audio: AudioInfo) -> tuple[str, ...]:
+    """A note when a WAV's header claims more audio than the file holds (a recording cut short): what is there
+    is used, and the report says so."""
+    with open(path, "rb") as handle:
+        header = handle.read(1 << 16)
+        size = handle.seek(0, 2)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return ()
+    position = 12
+    while position + 8 <= len(header):
+        chunk, length = header[position:position + 4], int.from_bytes(header[position + 4:position + 8], "little")
+        if chunk == b"data":
+            if length in (0, 0xFFFFFFFF):  # written by a stream that could not go back to fill it in
+                return ()
+            held = size - (position + 8)
+            if held >= length or held <= 0:
+                return ()
+            claimed = audio.duration * length / held
+            return (f"the WAV header says {claimed:.2f} s but the file holds "
+                    f"{audio.duration:.2f} s (truncated file?): the {audio.duration:.2f} s are processed",)
+        position += 8 + length + (length & 1)
+    return ()
 
 
 def read_frames(info: AudioInfo, start: int, frames: int, dtype: str | None = None) -> np.ndarray:
@@ -191,6 +276,23 @@ def as_float(block: np.ndarray) -> np.ndarray:
     if block.dtype == np.int32:
         return (block / INT_FULL_SCALE).astype(np.float32)
     return block.astype(np.float32, copy=False)
+
+
+FULL_DISK_BYTES = 1 << 20
+
+
+def out_of_space(problem: BaseException, folder: Path) -> bool:
+    """Whether a write failed for want of space: ENOSPC or EDQUOT anywhere in the exception's chain, or (as
+    libsndfile keeps no errno and says only "System error.") a file system with less than 1 MiB left."""
+    seen = problem
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def file_sha256(path: Path) -> str:
@@ -253,7 +355,11 @@ class AudioWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # on a full disk this fails too: the temp file must still go
+        except BaseException as problem:
+            self._context.__exit__(type(problem), problem, problem.__traceback__)
+            raise
         self._context.__exit__(*exc)
 
 

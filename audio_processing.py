@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -164,7 +165,7 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
 
     from gpu_memory import plan_devices
     from batch.jobs import plan_jobs
-    from batch.run import get_optimal_workers, run_batch
+    from batch.run import Terminated, get_optimal_workers, run_batch
     from reporting.logs import setup_logging
 
     setup_logging(config.output, verbose=verbose, quiet=quiet)
@@ -180,10 +181,14 @@ def run(config: RunConfig, quiet: bool = False, verbose: bool = False, overwrite
         print(f"error: no audio files found in {config.input}", file=sys.stderr)
         return 1
     jobs = plan_jobs(files, config.input)
-    summary = run_batch(config, devices, jobs, config.workers or get_optimal_workers(), quiet=quiet,
-                        overwrite=overwrite)
-    if summary.get("interrupted"):
-        return 130  # the shell's code for a run stopped by Ctrl-C
+    try:
+        summary = run_batch(config, devices, jobs, config.workers or get_optimal_workers(), quiet=quiet,
+                            overwrite=overwrite)
+    except KeyboardInterrupt as stop:  # before the workers started or after they ended: nothing to stop
+        log.warning("interrupted")
+        return 143 if isinstance(stop, Terminated) else 130
+    if summary["interrupted"]:  # the shell's codes: 130 after Ctrl-C, 143 after SIGTERM
+        return 128 + signal.Signals[summary["interrupted_by"]]
     return 0 if summary["files_failed"] == 0 and summary["files_incomplete"] == 0 else 1
 
 

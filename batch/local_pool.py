@@ -31,6 +31,7 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(worker_id: int, workers: int, config: RunConfig, devices: DevicePlan, threads: int, tasks, events,
                  parent: int) -> None:
     _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm signals the whole job: the main process stops us (SIGKILL)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
     log_file = os.open(config.output / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_file, 2)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
-from audio_io import AudioError, is_temp_name, open_audio
+from audio_io import AudioError, is_temp_name, open_audio, out_of_space
 from batch.jobs import FileJob
 from batch.resume import own_files, remove, settings_fingerprint
 from config import RunConfig
@@ -49,19 +49,22 @@ def _in_shard(job: FileJob, name: str) -> bool:
 
 def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Emit) -> dict:
     """Run every stage on one file. Never raises for a bad file: the failure goes into the report."""
-    scratch_root(config.output).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=scratch_root(config.output)))
     ctx = FileContext(source=job.source, file_id=job.file_id, out_dir=config.output / job.key,
-                      output_root=config.output, scratch_dir=scratch, log=log, earlier=job.earlier,
-                      shard=job.shard)
+                      output_root=config.output, scratch_dir=scratch_root(config.output), log=log,
+                      earlier=job.earlier, shard=job.shard)
     timings: dict[str, float] = defaultdict(float, job.carried.get("seconds", {}))
     if job.shard:
         log.info("%s: parts %d to %s", job.source, job.shard[0], job.shard[1] - 1 if job.shard[1] else "the end")
     started, started_at = time.perf_counter(), time.time()
-    status, error, reused = "done", None, 0
+    status, error, reused, out_of_room, scratch = "done", None, 0, False, None
     try:
+        scratch_root(config.output).mkdir(parents=True, exist_ok=True)  # in the try: a full disk fails here too
+        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=scratch_root(config.output)))
+        ctx.scratch_dir = scratch
         info = open_audio(job.source, scratch)
         ctx.source_info = info
+        for note in info.notes:
+            ctx.note(note)
         whole = Part(0, 0, info.frames, info.sample_rate, info.channels, info)
         stages = build_stages(config.steps, config, models)
         parts: Iterator[Part] = iter([whole])
@@ -78,13 +81,18 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         if ctx.skipped:  # a stage that was asked for did not run: the run must not say the file is done
             status = "incomplete"
             error = "; ".join(f"{stage} not run: {reason}" for stage, reason in ctx.skipped.items())
-    except AudioError as problem:
-        status, error = "failed", str(problem)
     except Exception as problem:  # noqa: BLE001 - one file's failure must not stop the batch
-        status, error = "failed", f"{type(problem).__name__}: {problem}"
-        log.debug("%s failed", job.source, exc_info=True)
+        status, out_of_room = "failed", out_of_space(problem, config.output)
+        if out_of_room:  # libsndfile says only "System error."
+            error = f"no space left on device ({config.output})"
+        elif isinstance(problem, AudioError):
+            error = str(problem)
+        else:
+            error = f"{type(problem).__name__}: {problem}"
+            log.debug("%s failed", job.source, exc_info=True)
     finally:
-        remove(config.output, scratch)
+        if scratch is not None:
+            remove(config.output, scratch)
     if status == "failed":  # a shard's error comes again from the file's own job: said once
         log.log(logging.DEBUG if job.shard else logging.ERROR, "%s: %s", job.source, error)
     seconds = time.perf_counter() - started + job.carried.get("processing", 0.0)
@@ -92,6 +100,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
                                worker=os.getpid(), started_at=job.carried.get("started_at", started_at),
                                settings=settings_fingerprint(job.fingerprints),
                                parts_reused=reused - job.carried.get("parts", 0), write=job.shard is None)
+    report["stops_batch"] = out_of_room  # no file after this one could be written either
     models.gpu.cleanup()
     return report
 

@@ -8,6 +8,7 @@ queue. A worker that exceeds --timeout or dies is replaced, and its file is repo
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import Counter
 from dataclasses import replace
@@ -15,7 +16,7 @@ from dataclasses import replace
 import psutil
 from tqdm import tqdm
 
-from audio_io import write_json
+from audio_io import out_of_space, write_json
 from batch.jobs import FileJob, shard_jobs
 from batch.local_pool import WorkerPool
 from batch.pipeline import remove_leftovers
@@ -24,7 +25,7 @@ from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare
 from batch.worker import Pool, Worker, failed_report, set_thread_variables
 from config import RunConfig
 from gpu_memory import DevicePlan, usable_cores
-from layout import MANIFEST, SUMMARY, scratch_root
+from layout import HTML_REPORT, MANIFEST, SUMMARY, scratch_root
 from loaders.model_store import disable_downloads_when_offline
 from reporting.html_report import write_html_report
 from reporting.reports import append_manifest, statistics_block, summarize
@@ -65,15 +66,16 @@ class BatchRun:
         self.parts_bar = tqdm(desc="parts", unit="part", position=1, **bars)
         self.activity: dict[int, str] = {}  # worker -> what it is doing, shown beside the parts bar
         self.recorded: set[tuple[str, int]] = set()  # parts in the manifest; a retried file's parts are not again
+        self.stopped_by: str | None = None  # why no new file is started (a full disk)
 
-    def run(self) -> bool:
-        """True when the run was interrupted (Ctrl-C)."""
+    def run(self) -> str | None:
+        """The signal that interrupted the run (Ctrl-C's SIGINT, or SIGTERM), or None."""
         log.info("processing %d file(s) with %d worker(s), %d thread(s) each%s", len(self.jobs), self.workers,
                  self.threads, f"; {len(self.shards_left)} long file(s) shared out in {sum(self.shards_left.values())}"
                  " shards" if self.shards_left else "")
         set_thread_variables(self.threads)  # inherited by the spawned workers before torch loads
         pool = self.make_pool()
-        interrupted = False
+        interrupted = None
         try:
             while self.pending or busy(pool):
                 for worker in pool.workers:
@@ -83,9 +85,10 @@ class BatchRun:
                 if event is not None:
                     self.handle(pool, event)
                 self.reap(pool)
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("interrupted: stopping the workers; finished files are kept, a rerun resumes")
+        except KeyboardInterrupt as stop:
+            interrupted = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+            log.warning("interrupted (%s): stopping the workers; finished files are kept, a rerun resumes",
+                        interrupted)
         finally:
             unfinished = [worker.job for worker in busy(pool)]
             pool.close(force=interrupted)
@@ -112,13 +115,21 @@ class BatchRun:
             self.activity[worker_id] = f"{job.source.name} {payload['stage']} #{payload['part']}" if job else ""
             self.show_activity()
         elif kind == "part_done" and (payload["output"], payload["part"]) not in self.recorded:
+            try:
+                append_manifest(self.manifest, payload)
+            except OSError as problem:  # the part is not recorded, so a rerun redoes it
+                if not out_of_space(problem, self.config.output):
+                    raise
+                self.stop_starting(f"no space left on device ({self.config.output})")
+                return
             self.recorded.add((payload["output"], payload["part"]))
-            append_manifest(self.manifest, payload)
             self.parts_bar.update(1)
         elif kind == "file_done":
             self.finish(pool.workers[worker_id], payload)
 
     def finish(self, worker: Worker, report: dict) -> None:
+        if report.get("stops_batch"):
+            self.stop_starting(report["error"])
         job = worker.job
         self.activity.pop(worker.id, None)
         self.show_activity()
@@ -144,6 +155,17 @@ class BatchRun:
             job = next(job for job in self.jobs if job.index == shard.index)
             earlier = reusable_parts(self.config.output, job, read_manifest(self.config.output))
             self.pending.insert(0, replace(job, earlier=earlier, carried=carried))
+
+    def stop_starting(self, reason: str) -> None:
+        """No new file is started: the files not started are reported as not done (a rerun resumes them)."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
+            log.error("%s: no new file is started; make room and rerun (finished files are kept)", reason)
+        for job in self.pending:
+            if job.index not in self.reports:
+                self.reports[job.index] = failed_report(job, f"not started: {reason}", 0.0)
+                self.files_bar.update(1)
+        self.pending.clear()
 
     def show_activity(self) -> None:
         self.parts_bar.set_postfix_str(" | ".join(self.activity[w] for w in sorted(self.activity)))
@@ -188,6 +210,24 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
               overwrite: bool = False) -> dict:
     """Process every job not finished in an earlier run; returns the run summary (also written to summary.json
     and printed)."""
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run_batch(config, devices, jobs, workers, quiet, overwrite)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, systemd and docker stop send): the run stops as on Ctrl-C, cleanly."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+    raise Terminated
+
+
+def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], workers: int, quiet: bool,
+               overwrite: bool) -> dict:
     started = time.monotonic()
     rejected = [failed_report(job, job.problem, 0.0) for job in jobs if job.problem]
     for report in rejected:
@@ -215,7 +255,7 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
                     "(--overwrite redoes them)", len(finished), len(jobs))
     if kept_lines:
         log.warning("resuming: %d part(s) finished in an earlier run are kept", len(kept_lines))
-    reports, interrupted, used_workers = {}, False, 0
+    reports, interrupted, used_workers = {}, None, 0
     if todo:
         disable_downloads_when_offline(log.info)
         batch = BatchRun(config, devices, todo, workers, quiet)
@@ -228,9 +268,13 @@ def run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], worke
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
-    summary["interrupted"] = interrupted
-    write_json(config.output / SUMMARY, summary)
-    write_html_report(config.output, summary, list(finished.values()) + ordered)
+    summary["interrupted"] = interrupted is not None
+    summary["interrupted_by"] = interrupted
+    try:
+        write_json(config.output / SUMMARY, summary)
+        write_html_report(config.output, summary, list(finished.values()) + ordered)
+    except OSError as problem:  # a full disk: the statistics are still printed
+        log.error("%s and %s not written: %s", SUMMARY, HTML_REPORT, problem.strerror or problem)
     block = statistics_block(summary)
     log.info("\n%s", block)
     if not quiet:

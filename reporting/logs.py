@@ -16,6 +16,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(message)s"
 
 def setup_logging(output: Path, verbose: bool = False, quiet: bool = False) -> None:
     """The detailed log goes to <output>/audio_processing.log; the console gets warnings (all with -v)."""
+    logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not print a traceback
     logger = logging.getLogger("audio_processing")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False

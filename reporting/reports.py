@@ -51,8 +51,11 @@ def write_file_report(ctx, job, status: str, error: str | None, timings: dict, s
         "started_at": round(started_at, 3), "settings": settings,
     }
     if write and (ctx.out_dir.exists() or status != "failed"):
-        write_json(ctx.out_dir / REPORT_JSON, report)
-        write_text(ctx.out_dir / REPORT_TXT, report_text(report))
+        try:
+            write_json(ctx.out_dir / REPORT_JSON, report)
+            write_text(ctx.out_dir / REPORT_TXT, report_text(report))
+        except OSError as problem:  # a full disk: the main process still gets the report (and a rerun redoes it)
+            ctx.log.error("%s: %s not written: %s", ctx.source, REPORT_JSON, problem.strerror or problem)
     return report
 
 

@@ -40,7 +40,7 @@ def test_corrupt_files_are_reported_and_the_others_finish(tmp_path, models_dir):
     failures = {Path(f["source"]).name: f["error"] for f in summary["failures"]}
     assert set(failures) == {"notes.wav", "empty.mp3", "truncated.flac"}
     assert "empty file" in failures["empty.mp3"]
-    assert "cannot decode" in failures["notes.wav"]
+    assert "not an audio file, or damaged" in failures["notes.wav"]
     for name in failures:  # one line per bad file on the console and in the log, naming it
         assert name in result.stderr
         assert name in (output / "audio_processing.log").read_text()

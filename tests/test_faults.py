@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,24 @@ from conftest import data, leftovers, run_cli
 SPEECH = data("librivox/sense_and_sensibility_01_austen_64kb-0880.flac")
 
 
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+REASONS = {  # the one line a user reads for each bad file
+    "empty.wav": "empty file (0 bytes)",
+    "zero length.wav": "no audio samples (zero-length audio)",
+    "text.wav": "not an audio file, or damaged beyond reading",
+    "truncated.flac": "",
+    "garbage.mp3": "not an audio file, or damaged beyond reading",
+    "garbage.flac": "not an audio file, or damaged beyond reading",
+    "video only.mp4": "no audio stream (the file has video only)",
+    "nan inside.wav": "samples that are not numbers (NaN or Inf) from 1.00 s",
+}
+
+
 def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
     """(good names, bad names) written into folder."""
     speech, rate = sf.read(SPEECH, dtype="float32")
@@ -29,6 +48,7 @@ def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
         "quote's \"name\" é ü 日本.flac": lambda p: shutil.copy(SPEECH, p),
         "compressed.ogg": lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(p)], check=True),
         "compressed.m4a": lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(SPEECH), str(p)], check=True),
+        "cut short.wav": lambda p: p.write_bytes(wav_bytes(speech, rate)[: 44 + 2 * rate]),  # header says 3 s, has 1
     }
     bad = {
         "empty.wav": lambda p: p.write_bytes(b""),
@@ -36,6 +56,11 @@ def make_inputs(folder: Path) -> tuple[set[str], set[str]]:
         "text.wav": lambda p: p.write_text("hello, not audio\n"),
         "truncated.flac": lambda p: p.write_bytes(SPEECH.read_bytes()[:5000]),
         "garbage.mp3": lambda p: p.write_bytes(os.urandom(20000)),
+        "garbage.flac": lambda p: p.write_bytes(os.urandom(20000)),
+        "video only.mp4": lambda p: subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                                                    "testsrc=duration=1:size=64x64:rate=5", str(p)], check=True),
+        "nan inside.wav": lambda p: sf.write(p, np.where(np.arange(len(speech)) == rate, np.nan, speech), rate,
+                                             subtype="FLOAT"),
     }
     for name, make in {**good, **bad}.items():
         make(folder / name)
@@ -56,6 +81,9 @@ def test_awkward_inputs(tmp_path, models_dir):
     summary = json.loads((output / "summary.json").read_text())
     failed = {Path(f["source"]).name: f["error"] for f in summary["failures"]}
     assert set(failed) == bad, failed
+    for name, reason in REASONS.items():
+        assert failed[name].startswith(reason) and "0x" not in failed[name] and str(folder) not in failed[name], \
+            (name, failed[name])
     assert summary["files_processed"] == len(good)
     # the console has only our own lines: no decoder chatter from the workers
     assert all(line.startswith(("ERROR: ", "WARNING: ")) for line in result.stderr.splitlines() if line), \
@@ -74,6 +102,9 @@ def test_awkward_inputs(tmp_path, models_dir):
     assert by_file["48k 6ch.wav"][0]["channels"] == 6 and by_file["96k 24bit.wav"][0]["sample_rate"] == 96000
     assert sf.info(output / by_file["96k 24bit.wav"][0]["outputs"]["split"]).subtype == "PCM_24"
     assert len(by_file["short 0.3s.wav"]) == 1
+    cut = json.loads((output / "cut short" / "report.json").read_text())
+    assert cut["notes"] == ["the WAV header says 2.99 s but the file holds 1.00 s (truncated file?): the 1.00 s "
+                            "are processed"] and abs(cut["duration"] - 1.0) < 1e-3
 
 
 def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
@@ -91,7 +122,7 @@ def test_disk_full_fails_the_file_cleanly(process, monkeypatch):
 
     monkeypatch.setattr(sf.SoundFile, "write", write)
     report, records, output = process(data("pyannote_sample/sample.flac"), steps=("split",), chunk_duration=10)
-    assert report["status"] == "failed" and "No space left on device" in report["error"]
+    assert report["status"] == "failed" and report["error"].startswith("no space left on device (")
     assert len(records) == 2  # the parts written before are complete and recorded
     assert not leftovers(output)
     assert sorted(p.name for p in (output / "sample" / "parts").iterdir()) == ["part_0000.wav", "part_0001.wav"]
@@ -298,3 +329,35 @@ def test_outputs_respect_the_umask(tmp_path):
     finally:
         os.umask(saved)
         new_file_mode.cache_clear()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MiB file system (tmpfs; mounting needs root, which CI has)."""
+    place = tmp_path / "small_disk"
+    place.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(place)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    yield place
+    subprocess.run(["umount", "-l", str(place)], check=True)
+
+
+@pytest.mark.e2e
+def test_a_full_disk_is_named_and_no_new_file_is_started(tmp_path, small_disk, models_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    speech, rate = sf.read(SPEECH, dtype="int16")
+    for index in range(6):  # 1.9 MB of parts each: the second file fills the disk
+        sf.write(folder / f"clip{index}.wav", np.tile(speech, 20), rate * 2, subtype="PCM_16")
+    output = small_disk / "results"
+    result = run_cli("--input", folder, "--output", output, "--steps", "split", "--chunk_duration", "10",
+                     "--workers", "1", AUDIO_PROCESSING_MODELS=str(models_dir))
+    assert result.returncode == 1
+    assert f"no space left on device ({output}): no new file is started" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "System error" not in result.stderr + result.stdout
+    assert result.stderr.count("no space left") <= 3, result.stderr  # not one line per remaining file
+    assert "clip5.wav: failed: not started: no space left on device" in result.stdout
+    assert not leftovers(output)
+    records = [json.loads(line) for line in (output / "manifest.jsonl").read_text().splitlines()]
+    assert records and all(sf.info(output / r["outputs"]["split"]).frames == r["frames"] for r in records)

@@ -96,7 +96,12 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path, models_dir):
     assert not leftovers(output)
 
 
-def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
+@pytest.mark.parametrize("stop, to_group, code", [
+    (signal.SIGINT, True, 130),  # a terminal's Ctrl-C: the whole foreground group
+    (signal.SIGTERM, False, 143),  # docker stop, systemd: the main process
+    (signal.SIGTERM, True, 143),  # Slurm: every process of the job
+])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_say_what_finished(tmp_path, models_dir, stop, to_group, code):
     folder = tmp_path / "in"
     folder.mkdir()
     import soundfile as sf
@@ -116,10 +121,10 @@ def test_ctrl_c_stops_cleanly_and_says_what_finished(tmp_path, models_dir):
     while len(list(output.glob("*/report.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)  # the main process has taken in the first file's result
-    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    os.killpg(process.pid, stop) if to_group else os.kill(process.pid, stop)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stdout + stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert process.returncode == code, stdout + stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr and "leaked" not in stderr
     summary = json.loads((output / "summary.json").read_text())
     assert summary["interrupted"] and 1 <= summary["files_processed"] < 10
     assert "PERFORMANCE STATISTICS" in stdout
