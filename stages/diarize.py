@@ -1,27 +1,32 @@
 """diar: pyannote.audio speaker diarization, written as RTTM on the original file's timeline.
 
-Each part is diarized on its own (bounded memory), which restarts the labels: SPEAKER_00 of one part is not
-SPEAKER_00 of the next. When the file is done, the parts' speakers are linked by clustering their centroid
-embeddings (two speakers of one part are never merged), and every RTTM is written with the file's labels.
+Splitting a file must not cost accuracy, so the split only bounds the costly half of the work:
+- each part runs pyannote's segmentation and speaker embeddings on its own span plus a margin of the input's
+  audio beyond both edges (--diarization_margin), and keeps them (diarization/part_NNNN.npz: a resumed run has
+  them too); its RTTM gets provisional labels, from clustering that part alone;
+- when the file's last part is done, all parts' local speaker embeddings are clustered at once, with the
+  pipeline's own clustering and threshold, exactly as an unsplit run would be, and every part's turns are
+  rebuilt from that one result (each part keeps only its own span). The speaker-count options apply here, to the
+  whole file. The file gets `<stem>.rttm` (overlapping speech kept) and `<stem>.exclusive.rttm` (at most one
+  speaker at a time, pyannote's exclusive view: what words are given to speakers with).
 Diarization reads the part's audio before silence removal: the pauses between turns help find speaker changes.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from audio_io import write_json, write_text
+from audio_io import as_float, atomic_path, read_frames, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
-from options import Option, fraction, positive
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu
+from options import Option, fraction, non_negative, positive
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, resample
 
-LINK_THRESHOLD = 0.6  # cosine similarity of centroids above which two parts' speakers are one person
-MIN_SPEAKER_SECONDS = 2.0  # a speaker with less speech than this in a file-wide cluster is not trusted alone
+ANALYSIS_VERSION = 2  # what a part's .npz holds; older runs' parts are diarized again
 
 
 class Turn(NamedTuple):
@@ -48,9 +53,11 @@ class Diarize(Stage):
         Option("segmentation_step", 0.2, "offline pipeline: segmentation window step, as a fraction of the "
                "window", fraction),
         Option("embedding_batch_size", 32, "offline pipeline: speaker embeddings per batch", positive(int)),
+        Option("diarization_margin", 10.0, "seconds of the input beyond each edge of a part that its diarization "
+               "hears (context for turns cut by the split)", non_negative(float)),
     )
-    outputs = {"diarization": Output("diarization", ".rttm"), "speaker_embeddings": Output("diarization", ".json")}
-    file_outputs = ("<stem>.rttm",)
+    outputs = {"diarization": Output("diarization", ".rttm"), "speaker_embeddings": Output("diarization", ".npz")}
+    file_outputs = ("<stem>.rttm", "<stem>.exclusive.rttm")
     manifest_fields = ("speakers",)
 
     @classmethod
@@ -87,45 +94,40 @@ class Diarize(Stage):
         return {"model": config.diarization_model, "num_speakers": config.num_speakers,
                 "min_speakers": config.min_speakers, "max_speakers": config.max_speakers,
                 "clustering_threshold": config.clustering_threshold, "min_cluster_size": config.min_cluster_size,
-                "segmentation_step": config.segmentation_step}
+                "segmentation_step": config.segmentation_step, "margin": config.diarization_margin,
+                "analysis": ANALYSIS_VERSION}
 
     def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
         super().restore(part, record, ctx)
-        saved = json.loads((ctx.output_root / record["outputs"]["speaker_embeddings"]).read_text(encoding="utf-8"))
-        part.fields["diarization"] = {"labels": saved["labels"], "turns": [Turn(*turn) for turn in saved["turns"]],
-                                      "centroids": None if saved["centroids"] is None
-                                      else np.asarray(saved["centroids"], dtype=float)}
-        ctx.stage_info[self.name]["model"] = saved["model"]
+        with np.load(ctx.output_root / record["outputs"]["speaker_embeddings"], allow_pickle=False) as saved:
+            part.fields["diarization"] = Analysis.from_arrays(saved)
+            ctx.stage_info[self.name]["model"] = str(saved["model"])
 
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         name = self._pipeline_name(ctx)
         if name is None:
             yield part
             return
-        waveform = part.mono_16k()
-        speakers = self._speaker_counts(ctx)
+        window_start, waveform = self._window(part, ctx)
 
-        def diarize(device: str, reduced: bool):
+        def analyse(device: str, reduced: bool) -> Analysis:
             pipeline = self.models.get_diarization_pipeline(name, device=device, **self._params(name))
             with smaller_batches(pipeline, reduced), one_thread_on_cpu(device):
-                output = pipeline({"waveform": waveform[None], "sample_rate": MODEL_SAMPLE_RATE}, **speakers)
-            return getattr(output, "speaker_diarization", output), getattr(output, "speaker_embeddings", None)
+                return analyse_window(pipeline, waveform, window_start, part.offset, part.offset + part.duration)
 
-        annotation, centroids = self.models.gpu.run_with_fallback(diarize, "diarization", on_fallback=ctx.note)
-        labels = list(annotation.labels())
-        turns = [Turn(round(part.offset + seg.start, 3), round(part.offset + seg.end, 3), label)
-                 for seg, _track, label in annotation.itertracks(yield_label=True)]
+        analysis = self.models.gpu.run_with_fallback(analyse, "diarization", on_fallback=ctx.note)
         part._cache.pop("mono_16k", None)
-        part.fields["speakers"] = len(labels)
-        centroids = None if centroids is None else np.asarray(centroids)
-        part.fields["diarization"] = {"labels": labels, "turns": turns, "centroids": centroids}
-        # The part's own speakers and their embeddings: finish() links them across parts, also on a resumed run.
+        part.fields["diarization"] = analysis
         saved = self.output_path(ctx, "speaker_embeddings", part)
-        write_json(saved, {"model": name, "labels": labels, "turns": [[t.start, t.end, t.speaker] for t in turns],
-                           "centroids": None if centroids is None else centroids.tolist()})
+        with atomic_npz(saved) as handle:
+            np.savez_compressed(handle, model=name, **analysis.arrays())
         part.outputs["speaker_embeddings"] = ctx.relative(saved)
+        # provisional labels, from this part alone, until finish() clusters the whole file
+        pipeline = self.models.get_diarization_pipeline(name, **self._params(name))
+        turns, _ = cluster_analyses(pipeline, [analysis], **self._speaker_counts(whole_file=False))[0]
+        part.fields["speakers"] = len({turn.speaker for turn in turns})
         path = self.output_path(ctx, "diarization", part)
-        write_text(path, rttm(ctx.file_id, turns))  # part-local labels until finish() links them
+        write_text(path, rttm(ctx.file_id, turns))
         part.outputs["diarization"] = ctx.relative(path)
         yield part
 
@@ -133,16 +135,39 @@ class Diarize(Stage):
         parts = [part for part in ctx.parts if "diarization" in part.fields]
         if not parts:
             return
-        groups = link_speakers([part.fields["diarization"] for part in parts], LINK_THRESHOLD,
-                               self.config.num_speakers or self.config.max_speakers)
-        all_turns = []
-        for part, mapping in zip(parts, groups):
-            turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in part.fields["diarization"]["turns"]]
+        name = ctx.stage_info[self.name]["model"]
+        pipeline = self.models.get_diarization_pipeline(name, **self._params(name))
+        labelled = cluster_analyses(pipeline, [part.fields["diarization"] for part in parts],
+                                    **self._speaker_counts(whole_file=True))
+        for part, (turns, _) in zip(parts, labelled):
             write_text(ctx.output_root / part.outputs["diarization"], rttm(ctx.file_id, turns))
-            all_turns.extend(turns)
-        path = ctx.whole_file_path(self.file_outputs[0])
-        write_text(path, rttm(ctx.file_id, sorted(all_turns, key=lambda t: (t.start, t.end))))
-        ctx.stage_info[self.name].update(rttm=ctx.relative(path), speakers=len({t.speaker for t in all_turns}))
+        overlapping = sorted(turn for turns, _ in labelled for turn in turns)
+        exclusive = sorted(turn for _, turns in labelled for turn in turns)
+        paths = [ctx.whole_file_path(pattern) for pattern in self.file_outputs]
+        for path, turns in zip(paths, (overlapping, exclusive)):
+            write_text(path, rttm(ctx.file_id, turns))
+        ctx.stage_info[self.name].update(rttm=ctx.relative(paths[0]), exclusive_rttm=ctx.relative(paths[1]),
+                                         speakers=len({turn.speaker for turn in overlapping}))
+
+    def _window(self, part: Part, ctx: FileContext) -> tuple[float, "torch.Tensor"]:
+        """The part's 16 kHz mono audio with up to --diarization_margin seconds of the input on each side (the
+        input's, not the part's audio: the part files end at the cut). Returns (its start in seconds, audio)."""
+        import torch
+
+        source = ctx.source_info
+        margin = round(self.config.diarization_margin * source.sample_rate)
+        first = max(0, part.start_frame - margin)
+        end = min(source.frames, part.start_frame + part.frames + margin)
+
+        def input_audio(start: int, stop: int) -> torch.Tensor:
+            if stop <= start:
+                return torch.zeros(0)
+            mono = torch.from_numpy(as_float(read_frames(source, start, stop - start)).mean(axis=1))
+            return resample(mono, source.sample_rate, MODEL_SAMPLE_RATE)
+
+        pieces = [input_audio(first, part.start_frame), part.mono_16k(),
+                  input_audio(part.start_frame + part.frames, end)]
+        return first / source.sample_rate, torch.cat(pieces)[None]
 
     def _pipeline_name(self, ctx: FileContext) -> str | None:
         """The pipeline asked for, or the offline one when that cannot load; None when neither can."""
@@ -168,14 +193,13 @@ class Diarize(Stage):
                 "min_cluster_size": self.config.min_cluster_size,
                 "embedding_batch_size": self.config.embedding_batch_size}
 
-    def _speaker_counts(self, ctx: FileContext) -> dict:
+    def _speaker_counts(self, whole_file: bool) -> dict:
+        """The speaker-count options apply to the whole file; a part alone may hold fewer speakers, never more."""
         config = self.config
-        whole_file = "split" not in config.steps
-        counts = {"num_speakers": config.num_speakers if whole_file else None,
-                  "min_speakers": config.min_speakers if whole_file else None,
-                  # a part may hold fewer speakers than the file, never more
-                  "max_speakers": config.max_speakers or (None if whole_file else config.num_speakers)}
-        return {key: value for key, value in counts.items() if value}
+        if whole_file:
+            return {"num_speakers": config.num_speakers, "min_speakers": config.min_speakers,
+                    "max_speakers": config.max_speakers}
+        return {"num_speakers": None, "min_speakers": None, "max_speakers": config.max_speakers or config.num_speakers}
 
 
 @contextmanager
@@ -212,65 +236,114 @@ def read_rttm(path: Path) -> list[Turn]:
     return turns
 
 
-def link_speakers(parts: list[dict], threshold: float, max_speakers: int | None = None,
-                  min_seconds: float = MIN_SPEAKER_SECONDS) -> list[dict[str, str]]:
-    """Map each part's local labels to file-wide ones by average-linkage clustering of the centroids.
+@contextmanager
+def atomic_npz(path: Path):
+    """A binary handle whose file appears under `path` only when complete (numpy writes the archive into it)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
 
-    Clusters merge while their mean centroids have cosine similarity >= threshold (and beyond it while there are
-    more than max_speakers), but never two clusters holding speakers of the same part: that part's diarization
-    already told them apart. A speaker heard for less than min_seconds has too few embeddings for a reliable
-    centroid: it joins its closest compatible cluster, as pyannote does with its small clusters (pyannote gives
-    no centroid at all for a speaker with too little speech: then it joins the only compatible one, if one).
-    """
-    clusters = []  # each: {"members": [(part, label)], "vector": mean unit centroid or None, "seconds": speech}
-    for index, info in enumerate(parts):
-        centroids = info["centroids"]
-        for k, label in enumerate(info["labels"]):
-            vector = None if centroids is None or k >= len(centroids) else np.asarray(centroids[k], dtype=float)
-            usable = vector is not None and np.all(np.isfinite(vector)) and np.linalg.norm(vector) > 0
-            seconds = sum(t.end - t.start for t in info["turns"] if t.speaker == label)
-            clusters.append({"members": [(index, label)], "vector": vector / np.linalg.norm(vector) if usable
-                             else None, "seconds": seconds})
 
-    def compatible(a: dict, b: dict) -> bool:
-        return not {i for i, _ in a["members"]} & {i for i, _ in b["members"]}
+@dataclass
+class Analysis:
+    """What pyannote computes for a part before clustering: per chunk of its sliding window, each local speaker's
+    activity and embedding. Chunk times are on the file's timeline; `own` is the part's span, the rest margin."""
 
-    def similarity(a: dict, b: dict) -> float | None:
-        if a["vector"] is None or b["vector"] is None or not compatible(a, b):
-            return None
-        return float(a["vector"] @ b["vector"] / (np.linalg.norm(a["vector"]) * np.linalg.norm(b["vector"])))
+    chunk_start: float  # the first chunk's start, in seconds
+    chunk_duration: float
+    chunk_step: float
+    own: tuple[float, float]
+    heard: tuple[float, float]  # the audio analysed: own span and margins
+    segmentations: np.ndarray  # (chunks, frames, local speakers): raw scores (0/1 for powerset models)
+    embeddings: np.ndarray  # (chunks, local speakers, dimension); NaN where there is none
 
-    def merge(a: dict, b: dict) -> None:
-        weight_a, weight_b = len(a["members"]), len(b["members"])
-        if a["vector"] is None or b["vector"] is None:
-            a["vector"] = a["vector"] if b["vector"] is None else b["vector"]
-        else:
-            a["vector"] = (a["vector"] * weight_a + b["vector"] * weight_b) / (weight_a + weight_b)
-        a["members"] += b["members"]
-        a["seconds"] += b["seconds"]
-        clusters.remove(b)
+    def chunks(self):
+        from pyannote.core import SlidingWindow
 
-    while True:
-        pairs = [(similarity(a, b), i, j) for i, a in enumerate(clusters) for j, b in enumerate(clusters) if i < j]
-        pairs = [pair for pair in pairs if pair[0] is not None]
-        if not pairs:
-            break
-        best, i, j = max(pairs)
-        if best < threshold and not (max_speakers and len(clusters) > max_speakers):
-            break
-        merge(clusters[i], clusters[j])
-    for small in sorted((c for c in clusters if c["seconds"] < min_seconds), key=lambda c: c["seconds"]):
-        others = [c for c in clusters if c is not small and c["seconds"] >= min_seconds and compatible(small, c)]
-        scored = [(similarity(small, other), index) for index, other in enumerate(others)]
-        scored = [pair for pair in scored if pair[0] is not None]
-        if scored:
-            merge(others[max(scored)[1]], small)
-        elif len(others) == 1:  # no embedding (too little speech), but only one speaker it can be
-            merge(others[0], small)
-    # Number the file's speakers by first appearance.
-    order = sorted(clusters, key=lambda c: min(c["members"]))
-    mappings: list[dict[str, str]] = [{} for _ in parts]
-    for number, cluster in enumerate(order):
-        for index, label in cluster["members"]:
-            mappings[index][label] = f"SPEAKER_{number:02d}"
-    return mappings
+        return SlidingWindow(start=self.chunk_start, duration=self.chunk_duration, step=self.chunk_step)
+
+    def owned(self) -> np.ndarray:
+        """Chunks centred in the part's own span, or beyond an edge of it that has no margin: each chunk of the
+        file is clustered once, by the part that owns it (a margin's chunks are the neighbour's)."""
+        centres = self.chunk_start + self.chunk_step * np.arange(len(self.embeddings)) + self.chunk_duration / 2
+        return (((centres >= self.own[0]) | (self.heard[0] >= self.own[0]))
+                & ((centres < self.own[1]) | (self.heard[1] <= self.own[1])))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        binary = np.isin(self.segmentations, (0.0, 1.0)).all()
+        return {"window": np.array([self.chunk_start, self.chunk_duration, self.chunk_step, *self.own, *self.heard]),
+                "segmentations": self.segmentations.astype(np.uint8 if binary else np.float16),
+                "embeddings": self.embeddings.astype(np.float32), "version": np.array(ANALYSIS_VERSION)}
+
+    @classmethod
+    def from_arrays(cls, saved) -> "Analysis":
+        start, duration, step, *spans = saved["window"].tolist()
+        return cls(start, duration, step, tuple(spans[:2]), tuple(spans[2:]), saved["segmentations"].astype(np.float32),
+                   saved["embeddings"].astype(np.float32))
+
+
+def analyse_window(pipeline, waveform, window_start: float, own_start: float, own_end: float) -> Analysis:
+    """pyannote's segmentation and local speaker embeddings of one window of audio (what its pipeline computes
+    before clustering)."""
+    file = {"waveform": waveform, "sample_rate": MODEL_SAMPLE_RATE, "uri": "part"}
+    segmentations = pipeline.get_segmentations(file)
+    embeddings = pipeline.get_embeddings(file, _binarized(pipeline, segmentations),
+                                         exclude_overlap=pipeline.embedding_exclude_overlap)
+    chunks = segmentations.sliding_window
+    heard = (window_start, window_start + waveform.shape[-1] / MODEL_SAMPLE_RATE)
+    return Analysis(window_start + chunks.start, chunks.duration, chunks.step, (own_start, own_end), heard,
+                    np.asarray(segmentations.data, dtype=np.float32), np.asarray(embeddings, dtype=np.float32))
+
+
+def _binarized(pipeline, segmentations):
+    if pipeline._segmentation.model.specifications.powerset:
+        return segmentations
+    from pyannote.audio.utils.signal import binarize
+
+    return binarize(segmentations, onset=pipeline.segmentation.threshold, initial_state=False)
+
+
+def cluster_analyses(pipeline, analyses: list[Analysis], num_speakers: int | None = None,
+                     min_speakers: int | None = None,
+                     max_speakers: int | None = None) -> list[tuple[list[Turn], list[Turn]]]:
+    """One clustering of all the parts' local speakers, with the pipeline's own clustering, then each part's
+    turns rebuilt from it as the pipeline rebuilds a whole file's, cut to the part's own span. Returns per part
+    (turns, exclusive turns), labelled SPEAKER_00... by first appearance in the file."""
+    from pyannote.audio.pipelines.utils.diarization import set_num_speakers
+    from pyannote.core import Segment, SlidingWindow, SlidingWindowFeature
+
+    num_speakers, min_speakers, max_speakers = set_num_speakers(num_speakers, min_speakers, max_speakers)
+    frames = pipeline._segmentation.model.receptive_field
+    scores = [SlidingWindowFeature(a.segmentations, a.chunks()) for a in analyses]
+    binarized = [_binarized(pipeline, score) for score in scores]
+    # only the chunks a part owns choose the clusters; every chunk is then assigned to one
+    training = np.concatenate([b.data * a.owned()[:, None, None] for a, b in zip(analyses, binarized)])
+    embeddings = np.concatenate([a.embeddings for a in analyses])
+    if not training.any():
+        return [([], []) for _ in analyses]
+    hard_clusters, _, _ = pipeline.clustering(
+        embeddings=embeddings, segmentations=SlidingWindowFeature(training, SlidingWindow()),
+        num_clusters=num_speakers, min_clusters=min_speakers, max_clusters=max_speakers, frames=frames)
+    found, first = [], 0
+    for analysis, score, binary in zip(analyses, scores, binarized):
+        clusters = np.array(hard_clusters[first:first + len(analysis.embeddings)])
+        first += len(analysis.embeddings)
+        clusters[binary.data.sum(axis=1) == 0] = -2  # local speakers never active: no cluster
+        count = pipeline.speaker_count(binary, frames, warm_up=(0.0, 0.0))
+        if clusters.max() < 0 or np.nanmax(count.data) == 0:
+            found.append(([], []))
+            continue
+        views = []
+        for most in (max_speakers, 1):  # overlapping speech kept, then pyannote's exclusive view
+            count.data = np.minimum(count.data, most).astype(np.int8)
+            annotation = pipeline.to_annotation(pipeline.reconstruct(score, clusters, count), min_duration_on=0.0,
+                                                min_duration_off=pipeline.segmentation.min_duration_off)
+            own = annotation.crop(Segment(*analysis.own))
+            views.append([(segment.start, segment.end, int(k)) for segment, _, k in own.itertracks(yield_label=True)])
+        found.append(tuple(views))
+    starts: dict[int, float] = {}
+    for views in found:
+        for start, _, k in views[0]:
+            starts[k] = min(start, starts.get(k, start))
+    names = {k: f"SPEAKER_{number:02d}" for number, k in enumerate(sorted(starts, key=starts.get))}
+    return [tuple([Turn(round(start, 3), round(end, 3), names[k]) for start, end, k in view if k in names]
+                  for view in views) for views in found]
