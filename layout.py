@@ -8,6 +8,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import time
 from pathlib import Path
 
 LOG = "audio_processing.log"
@@ -45,6 +46,27 @@ def whole_file_name(file_id: str, pattern: str) -> str:
     return fitting_name(file_id, pattern.removeprefix("<stem>"))
 
 
+def _holder(descriptor: int) -> str:
+    """The pid the lock holder wrote; it writes it just after taking the lock (so wait a moment for it), over
+    the pid of a run that has ended (so only a living process counts)."""
+    for _ in range(40):
+        text = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        if text.isdigit() and _alive(int(text)):
+            return text
+        time.sleep(0.05)
+    return "unknown"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class OutputInUse(Exception):
     """Another run holds the output folder."""
 
@@ -60,7 +82,7 @@ def lock_output(output: Path) -> int:
     except OSError as error:
         if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise
-        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        holder = _holder(descriptor)
         os.close(descriptor)
         raise OutputInUse(f"{output} is in use by another run (pid {holder}); wait for it to end or choose "
                           "another --output") from None

@@ -277,6 +277,5 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
         log.error("%s and %s not written: %s", SUMMARY, HTML_REPORT, problem.strerror or problem)
     block = statistics_block(summary)
     log.info("\n%s", block)
-    if not quiet:
-        print(block, flush=True)
+    print(block, flush=True)  # also with --quiet: "only errors and the final statistics"
     return summary
