@@ -76,7 +76,7 @@ def output_keys(relative: list[Path]) -> list[str]:
 def shard_jobs(config: RunConfig, jobs: list[FileJob], workers: int) -> list[FileJob]:
     """With fewer files than twice the workers, cut each time-split file into shards of consecutive parts, so
     the parts of one long file are spread over the workers. Each shard is a job; when all of a file's shards are
-    done, the file's own job restores their parts and links speakers, draws and reports (see runner.BatchRun).
+    done, the file's own job restores their parts, clusters the speakers, draws and reports (see run.BatchRun).
     A word-boundary split is not sharded: each cut depends on the one before."""
     if workers < 2 or len(jobs) >= 2 * workers or "split" not in config.steps or config.split_method != "time":
         return jobs

@@ -106,7 +106,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
 
 
 def finish_file(ctx: FileContext, stages: list[Stage], timings: dict) -> None:
-    """Whole-file outputs, once every part is done: the stages' own (speaker linking, RTTM), then the picture."""
+    """Whole-file outputs, once every part is done: the stages' own (the file's speakers, RTTMs), then the picture."""
     for stage in stages:
         begun = time.perf_counter()
         stage.finish(ctx)

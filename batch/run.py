@@ -142,7 +142,7 @@ class BatchRun:
 
     def shard_done(self, shard: FileJob, report: dict) -> None:
         """Once a file's last shard is in, its own job goes first in line: it restores the shards' parts (and
-        redoes any a failed shard left), links speakers, draws and reports."""
+        redoes any a failed shard left), clusters the speakers, draws and reports."""
         carried = self.carried.setdefault(shard.index, {"seconds": {}, "processing": 0.0, "parts": 0})
         for name, details in report.get("stages", {}).items():
             carried["seconds"][name] = carried["seconds"].get(name, 0.0) + details.get("seconds", 0.0)

@@ -119,3 +119,29 @@ def test_split_run_is_close_to_the_unsplit_run(process, tmp_path):
     assert results["unsplit"][0] < 0.07 and results["unsplit"][1] < 0.01
     assert results["split"][0] - results["unsplit"][0] < 0.01  # the bound: +1 point
     assert results["split"][1] - results["unsplit"][1] < 0.01
+
+
+def test_each_chunk_is_clustered_by_the_part_that_owns_it_and_a_stored_analysis_reads_back_the_same():
+    from stages.diarize import Analysis
+
+    def analysis(chunk_start, chunks, own, heard):
+        rng = np.random.default_rng(0)
+        return Analysis(chunk_start, 10.0, 2.0, own, heard, (rng.random((chunks, 589, 3)) > 0.5).astype(np.float32),
+                        rng.standard_normal((chunks, 3, 192)).astype(np.float32))
+
+    # a middle part [60, 120) heard from 50 to 130: chunks start at 50, 52, ... 120, centred at 55 ... 125
+    middle = analysis(50.0, 36, (60.0, 120.0), (50.0, 130.0))
+    centres = 55.0 + 2.0 * np.flatnonzero(middle.owned())
+    assert centres.min() >= 60.0 and centres.max() < 120.0 and len(centres) == 30
+    # its neighbours own the rest: every chunk centre of the file belongs to exactly one part
+    left, right = analysis(0.0, 31, (0.0, 60.0), (0.0, 70.0)), analysis(110.0, 31, (120.0, 180.0), (110.0, 180.0))
+    owned = [0.0 + 2 * i + 5 for i in np.flatnonzero(left.owned())] + list(centres) + \
+        [110.0 + 2 * i + 5 for i in np.flatnonzero(right.owned())]
+    assert len(owned) == len(set(owned)) and owned == sorted(owned) and np.allclose(np.diff(owned), 2.0)
+    # a file shorter than one chunk: its only chunk is centred beyond its end, and still its own
+    assert analysis(0.0, 1, (0.0, 3.0), (0.0, 3.0)).owned().tolist() == [True]
+    # what a resumed run reads is what the part clustered with
+    again = Analysis.from_arrays(middle.arrays())
+    assert again.own == middle.own and again.heard == middle.heard
+    assert np.array_equal(again.segmentations, middle.segmentations)
+    assert np.array_equal(Analysis.from_arrays(again.arrays()).embeddings, again.embeddings)
