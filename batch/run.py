@@ -52,8 +52,11 @@ def threads_per_worker(workers: int) -> int:
 class BatchRun:
     """The main process's side of a batch: hands out jobs, records events, replaces stuck workers."""
 
-    def __init__(self, config: RunConfig, devices: DevicePlan, jobs: list[FileJob], workers: int, quiet: bool):
+    def __init__(self, config: RunConfig, devices: DevicePlan, jobs: list[FileJob], workers: int, quiet: bool,
+                 started: float):
         self.config, self.devices, self.jobs = config, devices, jobs
+        self.started = started  # when the run began (time.monotonic)
+        self.first_output: float | None = None  # seconds from then to the first part written
         self.pending = list(shard_jobs(config, jobs, workers))  # long files' parts shared out when files are few
         self.shards_left = Counter(job.index for job in self.pending if job.shard)
         self.carried: dict[int, dict] = {}  # file -> what its finished shards spent
@@ -124,6 +127,8 @@ class BatchRun:
                 return
             self.recorded.add((payload["output"], payload["part"]))
             self.parts_bar.update(1)
+            if self.first_output is None:
+                self.first_output = time.monotonic() - self.started
         elif kind == "file_done":
             self.finish(pool.workers[worker_id], payload)
 
@@ -255,12 +260,12 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
                     "(--overwrite redoes them)", len(finished), len(jobs))
     if kept_lines:
         log.warning("resuming: %d part(s) finished in an earlier run are kept", len(kept_lines))
-    reports, interrupted, used_workers = {}, None, 0
+    reports, interrupted, used_workers, first_output = {}, None, 0, None
     if todo:
         disable_downloads_when_offline(log.info)
-        batch = BatchRun(config, devices, todo, workers, quiet)
+        batch = BatchRun(config, devices, todo, workers, quiet, started)
         interrupted = batch.run()
-        reports, used_workers = batch.reports, batch.workers
+        reports, used_workers, first_output = batch.reports, batch.workers, batch.first_output
         for job in todo:  # no worker runs now: what a killed or retried attempt left can go
             remove_leftovers(config.output, job)
         remove(config.output, scratch_root(config.output))
@@ -268,6 +273,7 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
     summary = summarize(ordered, time.monotonic() - started, used_workers, finished_at=time.time())
     summary["files_skipped"] = len(finished)
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
+    summary["time_to_first_output"] = None if first_output is None else round(first_output, 2)
     summary["interrupted"] = interrupted is not None
     summary["interrupted_by"] = interrupted
     try:

@@ -135,6 +135,8 @@ def statistics(summary: dict) -> list[tuple[str, str]]:
         ("Audio processed", f"{summary['audio_hours']:.3f} hours in {summary['parts']} parts"),
         ("Real-time factor", "n/a" if rtf is None else f"{rtf:.3f} (wall time / audio duration)"),
         ("Time per stage", stages),
+        *([("Time to first output", f"{summary['time_to_first_output']:.1f} s (start-up included)")]
+          if summary.get("time_to_first_output") is not None else []),
     ]
 
 

@@ -273,7 +273,11 @@ def test_inputs_named_to_escape_or_collide_keep_every_output_inside(tmp_path, mo
             assert (output / path).resolve().is_relative_to(output.resolve()) and (output / path).is_file()
         report = json.loads((output / record["output"] / "report.json").read_text())
         assert report["status"] == "done" and report["source"] == record["source"]
-    assert json.loads((output / "summary.json").read_text())["files_processed"] == 10
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["files_processed"] == 10
+    # the second run redid every file's VAD: its first part was written after start-up, within the run
+    assert 0 < summary["time_to_first_output"] < summary["wall_seconds"]
+    assert f"Time to first output: {summary['time_to_first_output']:.1f} s" in result.stdout
 
 
 @pytest.mark.parametrize("arguments, message", [
