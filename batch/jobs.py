@@ -21,6 +21,7 @@ class FileJob:
     shard: tuple[int, int | None] | None = None  # only these parts [first, end), for another worker; no report
     carried: dict = field(default_factory=dict)  # what the file's shards spent: seconds per stage, parts done
     problem: str | None = None  # why it fails before any work (its name), said once by the batch
+    finish_settings: str = ""  # fingerprint of the options only the stages' finish() reads (see resume)
 
     @property
     def file_id(self) -> str:

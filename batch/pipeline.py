@@ -98,7 +98,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
     seconds = time.perf_counter() - started + job.carried.get("processing", 0.0)
     report = write_file_report(ctx, job, status, error, dict(timings), seconds, device=models.gpu.device_label,
                                worker=os.getpid(), started_at=job.carried.get("started_at", started_at),
-                               settings=settings_fingerprint(job.fingerprints),
+                               settings=settings_fingerprint(job),
                                parts_reused=reused - job.carried.get("parts", 0), write=job.shard is None)
     report["stops_batch"] = out_of_room  # no file after this one could be written either
     models.gpu.cleanup()

@@ -2,10 +2,11 @@
 
 Every manifest line records, per stage, a fingerprint of the options that change the stage's output, chained
 through the stages whose audio it reads, and of the input file itself. On a rerun:
-- a file whose report.json says done with the same fingerprints, all its parts in the manifest and every output
-  on disk is skipped whole;
+- a file whose report.json says done with the same fingerprints (and the same options for the stages' whole-file
+  work, `Stage.finish_settings`), all its parts in the manifest and every output on disk is skipped whole;
 - in any other file, each part keeps the outputs of the stages whose fingerprint still matches and whose files
-  are on disk, and only the other stages run on it (a changed VAD threshold reruns VAD, not split or denoise);
+  are on disk, and only the other stages run on it (a changed VAD threshold reruns VAD, not split or denoise;
+  a changed speaker count keeps every part and only reclusters in diar's finish);
 - everything else in the file's folder is removed before it is redone, and the manifest keeps only the lines of
   parts that need nothing redone, so it never lists a part twice.
 """
@@ -55,9 +56,14 @@ def stage_fingerprints(config: RunConfig, source: Path) -> dict[str, str]:
     return prints
 
 
-def settings_fingerprint(fingerprints: dict[str, str]) -> str:
-    """One value for the whole file, kept in its report.json."""
-    return _digest(fingerprints)
+def finish_fingerprint(config: RunConfig) -> str:
+    """The options that shape only the whole-file outputs (a new clustering threshold reclusters, no more)."""
+    return _digest({name: STAGES[name].finish_settings(config) for name in STAGE_ORDER if name in config.steps})
+
+
+def settings_fingerprint(job) -> str:
+    """One value for the whole file, kept in its report.json: its parts' fingerprints and its finish settings."""
+    return _digest({**job.fingerprints, "finish": job.finish_settings})
 
 
 def read_manifest(output: Path) -> list[dict]:
@@ -90,7 +96,7 @@ def finished_reports(output: Path, jobs, records: list[dict]) -> dict[int, dict]
         except (OSError, json.JSONDecodeError):
             continue
         parts = _records_of(records, job)
-        if (report.get("status") == "done" and report.get("settings") == settings_fingerprint(job.fingerprints)
+        if (report.get("status") == "done" and report.get("settings") == settings_fingerprint(job)
                 and sorted(r["part"] for r in parts) == list(range(report.get("parts", -1)))
                 and all((output / path).exists() for r in parts for path in r["outputs"].values())):
             finished[job.index] = report

@@ -20,8 +20,8 @@ from audio_io import out_of_space, write_json
 from batch.jobs import FileJob, shard_jobs
 from batch.local_pool import WorkerPool
 from batch.pipeline import remove_leftovers
-from batch.resume import (clear_outputs, finished_reports, fully_reused, prepare_redo, read_manifest, remove,
-                          reusable_parts, rewrite_manifest, stage_fingerprints)
+from batch.resume import (clear_outputs, finished_reports, finish_fingerprint, fully_reused, prepare_redo,
+                          read_manifest, remove, reusable_parts, rewrite_manifest, stage_fingerprints)
 from batch.worker import Pool, Worker, failed_report, set_thread_variables
 from config import RunConfig
 from gpu_memory import DevicePlan, usable_cores
@@ -240,7 +240,8 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
     jobs = [job for job in jobs if not job.problem]
     if overwrite:
         clear_outputs(config.output, jobs)
-    jobs = [replace(job, fingerprints=stage_fingerprints(config, job.source)) for job in jobs]
+    finish = finish_fingerprint(config)
+    jobs = [replace(job, fingerprints=stage_fingerprints(config, job.source), finish_settings=finish) for job in jobs]
     records = read_manifest(config.output)
     finished = {} if overwrite else finished_reports(config.output, jobs, records)
     todo = [replace(job, earlier=reusable_parts(config.output, job, records)) for job in jobs

@@ -213,6 +213,12 @@ class Stage:
         """The options that change what this stage writes: a rerun with other values redoes the stage."""
         return {}
 
+    @staticmethod
+    def finish_settings(config) -> dict:
+        """The options that change only what `finish` writes (whole-file outputs): a rerun with other values
+        keeps every part's output and redoes `finish` alone."""
+        return {}
+
     def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
         """Take the part's output of this stage from an earlier run instead of computing it again."""
         part.outputs.update({kind: path for kind, path in record["outputs"].items() if kind in self.outputs})

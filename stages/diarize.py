@@ -91,11 +91,15 @@ class Diarize(Stage):
 
     @staticmethod
     def settings(config) -> dict:
-        return {"model": config.diarization_model, "num_speakers": config.num_speakers,
-                "min_speakers": config.min_speakers, "max_speakers": config.max_speakers,
-                "clustering_threshold": config.clustering_threshold, "min_cluster_size": config.min_cluster_size,
-                "segmentation_step": config.segmentation_step, "margin": config.diarization_margin,
-                "analysis": ANALYSIS_VERSION}
+        return {"model": config.diarization_model, "segmentation_step": config.segmentation_step,
+                "margin": config.diarization_margin, "analysis": ANALYSIS_VERSION}
+
+    @staticmethod
+    def finish_settings(config) -> dict:
+        """The file's one clustering: changing these reclusters the stored analyses, nothing is embedded again."""
+        return {"num_speakers": config.num_speakers, "min_speakers": config.min_speakers,
+                "max_speakers": config.max_speakers, "clustering_threshold": config.clustering_threshold,
+                "min_cluster_size": config.min_cluster_size}
 
     def restore(self, part: Part, record: dict, ctx: FileContext) -> None:
         super().restore(part, record, ctx)

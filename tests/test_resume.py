@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT, data, data_glob, leftovers, run_cli
+from conftest import ROOT, data, data_glob, leftovers, read_rttm, run_cli
 
 sys.path.insert(0, str(ROOT / "bench"))
 from kill_resume import finished_outputs, mismatches, redone, run  # noqa: E402
@@ -189,10 +189,16 @@ def test_a_changed_option_redoes_only_the_stages_it_affects(tmp_path, models_dir
     assert run_cli(*args, "--output", fresh, "--vad_threshold", "0.7", **env).returncode == 0
     assert mismatches(output, fresh) == []
 
-    assert run_cli(*args, "--output", output, "--vad_threshold", "0.7", "--clustering_threshold", "0.7",
-                   **env).returncode == 0
+    # a speaker-count or clustering option reclusters the stored analyses: no part is analysed again
+    speakers = ["--vad_threshold", "0.7", "--num_speakers", "3"]
+    assert run_cli(*args, "--output", output, *speakers, **env).returncode == 0
     again = {kind: inodes(kind) for kind in kinds}
-    assert [kind for kind in kinds if again[kind] != after[kind]] == ["speaker_embeddings"]
+    assert [kind for kind in kinds if again[kind] != after[kind]] == []
+    assert len({speaker for _, _, speaker in read_rttm(output / "sample" / "sample.rttm")}) == 3
+    assert run_cli(*args, "--output", fresh, *speakers, **env).returncode == 0
+    assert mismatches(output, fresh) == []
+    assert run_cli(*args, "--output", output, *speakers, "--segmentation_step", "0.5", **env).returncode == 0
+    assert [kind for kind in kinds if inodes(kind) != again[kind]] == ["speaker_embeddings"]
 
     assert run_cli(*args, "--output", output, "--chunk_duration", "7", **env).returncode == 0
     records = [json.loads(line) for line in lines(output)]
