@@ -17,7 +17,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from audio_io import as_float, atomic_path, read_frames, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
 from options import Option, fraction, non_negative, positive
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, resample
+
+if TYPE_CHECKING:  # torch is imported where it is used (the main process imports the stages, not torch)
+    import torch
 
 ANALYSIS_VERSION = 2  # what a part's .npz holds; older runs' parts are diarized again
 
@@ -153,7 +156,7 @@ class Diarize(Stage):
         ctx.stage_info[self.name].update(rttm=ctx.relative(paths[0]), exclusive_rttm=ctx.relative(paths[1]),
                                          speakers=len({turn.speaker for turn in overlapping}))
 
-    def _window(self, part: Part, ctx: FileContext) -> tuple[float, "torch.Tensor"]:
+    def _window(self, part: Part, ctx: FileContext) -> tuple[float, torch.Tensor]:
         """The part's 16 kHz mono audio with up to --diarization_margin seconds of the input on each side (the
         input's, not the part's audio: the part files end at the cut). Returns (its start in seconds, audio)."""
         import torch
