@@ -195,8 +195,7 @@ def probe_audio(path: Path) -> Probe:
 
 
 def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
-    """Probe an input; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError for audio that
-    cannot be used, notes what is used with a caveat (a WAV shorter than its header says)."""
+    """Probe an audio file; decode it with ffmpeg when libsndfile cannot read it. Raises AudioError."""
     path = Path(path)
     _check_file(path)
     info, readable = _soundfile_info(path), path
@@ -205,11 +204,17 @@ def open_audio(path: Path, scratch_dir: Path) -> AudioInfo:
         info = sf.info(str(readable))
     if info.frames <= 0:
         raise AudioError("no audio samples (zero-length audio)")
-    audio = AudioInfo(readable, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+    return AudioInfo(readable, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+
+
+def open_input(path: Path, scratch_dir: Path) -> AudioInfo:
+    """open_audio for a user's recording, checked once before any work (the tool's own outputs need not be):
+    AudioError for float audio with NaN or Inf, a note for a WAV shorter than its header says."""
+    audio = open_audio(path, scratch_dir)
     if audio.subtype in ("FLOAT", "DOUBLE"):
         _check_finite(audio)
-    if info.format in ("WAV", "WAVEX"):
-        audio.notes = _wav_shortfall(path, audio)
+    if audio.path == Path(path):  # read as it is (not an ffmpeg decode): a RIFF header is checked
+        audio.notes = _wav_shortfall(Path(path), audio)
     return audio
 
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator
 
-from audio_io import AudioError, is_temp_name, open_audio, out_of_space
+from audio_io import AudioError, is_temp_name, open_input, out_of_space
 from batch.jobs import FileJob
 from batch.resume import own_files, remove, settings_fingerprint
 from config import RunConfig
@@ -61,7 +61,7 @@ def process_file(job: FileJob, config: RunConfig, models: ModelManager, emit: Em
         scratch_root(config.output).mkdir(parents=True, exist_ok=True)  # in the try: a full disk fails here too
         scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(job), dir=scratch_root(config.output)))
         ctx.scratch_dir = scratch
-        info = open_audio(job.source, scratch)
+        info = open_input(job.source, scratch)
         ctx.source_info = info
         for note in info.notes:
             ctx.note(note)
