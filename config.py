@@ -100,8 +100,11 @@ def make_config(explicit: dict, profile: tuple[str, dict] | None = None) -> tupl
 
 def config_problems(config: RunConfig) -> list[str]:
     """What is wrong in a combination of options (each option alone was checked when it was read)."""
-    problems = [f"--{name} {printable_path(getattr(config, name))}: {name_problem(getattr(config, name))}"
-                for name in ("input", "output") if getattr(config, name) and name_problem(getattr(config, name))]
+    problems = []
+    for name in ("input", "output"):  # the manifest, reports and log are UTF-8: so must these paths be
+        problem = getattr(config, name) and name_problem(getattr(config, name))
+        if problem:
+            problems.append(f"--{name} {printable_path(getattr(config, name))}: {problem}")
     if config.input is not None and config.output.resolve() == config.input.resolve():
         problems.append(f"--output {config.output} is the --input folder: the results would be mixed with the "
                         "recordings; choose another folder (a subfolder is fine)")

@@ -71,8 +71,8 @@ class Worker:
 
 
 def failed_report(job: FileJob, error: str, seconds: float) -> dict:
-    return {"source": printable_path(job.source), "output": job.key, "status": "failed", "error": error, "duration": 0.0,
-            "parts": 0, "stages": {}, "notes": [], "processing_seconds": round(seconds, 3)}
+    return {"source": printable_path(job.source), "output": job.key, "status": "failed", "error": error,
+            "duration": 0.0, "parts": 0, "stages": {}, "notes": [], "processing_seconds": round(seconds, 3)}
 
 
 class Pool(Protocol):
