@@ -373,5 +373,22 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_jsonl(path: Path) -> list:
+    """The values of a JSON-lines file ([] when there is none); a last line cut short by a crash is left out."""
+    if not Path(path).exists():
+        return []
+    values = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return values
+
+
+def write_jsonl(path: Path, values: list) -> None:
+    write_text(path, "".join(json.dumps(value, ensure_ascii=False) + "\n" for value in values))
+
+
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

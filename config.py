@@ -10,16 +10,32 @@ from pathlib import Path
 
 from audio_io import name_problem, printable_path
 from options import Option, fraction, path, positive
-from stages import STAGE_ORDER, STAGES
+from stages import DEFAULT_STEPS, STAGE_ORDER, STAGES
 
 IO, RESOURCES = "input and output", "performance and GPU"
+ASR = "speech recognition (word_boundary split, transcribe)"
+COMPUTE_TYPES = ("auto", "int8", "float32", "float16", "int8_float16")  # CTranslate2's names
+
+
+def uses_whisper(config) -> bool:
+    return "transcribe" in config.steps or ("split" in config.steps and config.split_method == "word_boundary")
+
 
 BEFORE_STAGES = (
     Option("input", None, "an audio file, or a folder searched recursively for audio", path, group=IO,
            question="Input file or folder"),
     Option("output", Path("results"), "results folder", path, group=IO, question="Output folder"),
-    Option("steps", STAGE_ORDER, f"stages to run, always in the order {' '.join(STAGE_ORDER)}", choices=STAGE_ORDER,
-           kind="list", group=IO, question=f"Steps (any of {' '.join(STAGE_ORDER)})", default_text="all"),
+    Option("steps", DEFAULT_STEPS, f"stages to run, always in the order {' '.join(STAGE_ORDER)}", choices=STAGE_ORDER,
+           kind="list", group=IO, question=f"Steps (any of {' '.join(STAGE_ORDER)})"),
+)
+SPEECH_RECOGNITION = (  # shared by the two stages that run Whisper
+    Option("whisper_model", "base", "Whisper model name or path (checkpoint .pt or CTranslate2 folder)", group=ASR,
+           question="Whisper model (name or path)", ask_if=uses_whisper),
+    Option("asr_backend", "faster-whisper", "speech recognition engine", choices=("faster-whisper", "openai-whisper"),
+           group=ASR),
+    Option("asr_compute_type", "auto", "faster-whisper precision (auto = int8 on CPU, float16 on GPU; see "
+           "OPTIMIZATION.md for speed and word differences)", choices=COMPUTE_TYPES, group=ASR),
+    Option("language", None, "spoken language code, e.g. en", default_text="detect", group=ASR),
 )
 AFTER_STAGES = (
     Option("models_dir", None, "local model store", path, group="models",
@@ -41,7 +57,8 @@ AFTER_STAGES = (
            default_text="start one here"),
 )
 OPTIONS: dict[str, Option] = {option.name: option for option in
-                              (*BEFORE_STAGES, *(o for stage in STAGES.values() for o in stage.options), *AFTER_STAGES)}
+                              (*BEFORE_STAGES, *(o for stage in STAGES.values() for o in stage.options),
+                               *SPEECH_RECOGNITION, *AFTER_STAGES)}
 
 
 def _public_dict(self) -> dict:
@@ -110,6 +127,9 @@ def config_problems(config: RunConfig) -> list[str]:
                         "recordings; choose another folder (a subfolder is fine)")
     if config.output.exists() and not config.output.is_dir():
         problems.append(f"--output {config.output} is a file, not a folder")
+    if config.asr_compute_type != "auto" and config.asr_backend != "faster-whisper":
+        problems.append("--asr_compute_type applies to faster-whisper; openai-whisper runs float32 on CPU, "
+                        "float16 on GPU")
     return problems + [problem for stage in STAGES.values() for problem in stage.check(config)]
 
 

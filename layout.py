@@ -8,6 +8,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +18,10 @@ SUMMARY = "summary.json"
 HTML_REPORT = "report.html"
 CONFIG = "config.toml"
 WORK = ".audio_processing"  # hidden: no input's folder starts with '.'
-RUN_NAMES = (LOG, MANIFEST, SUMMARY, HTML_REPORT, CONFIG, WORK)
+UTTERANCES = "utterances"  # utterances/<file key>/<speaker>/<stem>_<nnnnn>.wav and the audiofolder metadata
+UTTERANCE_MANIFEST = "utterances.jsonl"  # the NeMo manifest of every utterance
+AUDIOFOLDER_METADATA = "metadata.jsonl"  # in utterances/: what Hugging Face's audiofolder loader reads
+RUN_NAMES = (LOG, MANIFEST, SUMMARY, HTML_REPORT, CONFIG, WORK, UTTERANCES, UTTERANCE_MANIFEST)
 
 REPORT_JSON, REPORT_TXT, TIMELINE = "report.json", "report.txt", "timeline.png"  # in each input's folder
 FILE_REPORTS = (REPORT_JSON, REPORT_TXT, TIMELINE)
@@ -27,6 +31,17 @@ NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
 
 def scratch_root(output: Path) -> Path:
     return output / WORK / "scratch"
+
+
+def remove(output: Path, path: Path) -> None:
+    """The one way the tool deletes: a file, or a folder with what it holds, that must resolve inside the output
+    folder (whatever names the inputs have); anything else is a bug, refused loudly."""
+    if not path.resolve().is_relative_to(output.resolve()) or path.resolve() == output.resolve():
+        raise RuntimeError(f"refusing to delete {path}: not inside the output folder {output}")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def fitting_name(stem: str, suffix: str) -> str:

@@ -238,6 +238,23 @@ class ModelManager:
 
         return DeepFilterNet3(*self.deepfilternet_source())
 
+    # ---- DNSMOS (speech quality scores) ----
+
+    def get_dnsmos(self):
+        return self._get(("dnsmos", "p835", "cpu"), self._load_dnsmos)
+
+    def dnsmos_source(self) -> Path:
+        """The DNSMOS P.835 model in the store; ModelUnavailable when it is not there."""
+        model = self._store("dnsmos", "sig_bak_ovr.onnx")
+        if not model.exists():
+            raise ModelUnavailable(f"DNSMOS model not found in {model.parent}; {FETCH_HINT} to fetch it")
+        return model
+
+    def _load_dnsmos(self):
+        from loaders.dnsmos import DNSMOS
+
+        return DNSMOS(str(self.dnsmos_source()), threads=self.cpu_threads)
+
     # ---- pyannote ----
 
     def get_diarization_pipeline(self, name: str = "pyannote/speaker-diarization-3.1", device: str | None = None,

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
-from audio_io import is_temp_name, write_text
+from audio_io import is_temp_name, read_jsonl, write_jsonl
 from config import RunConfig
-from layout import FILE_REPORTS, MANIFEST, REPORT_JSON, SUMMARY, whole_file_name
+from layout import FILE_REPORTS, MANIFEST, REPORT_JSON, SUMMARY, remove, whole_file_name
 from stages import STAGE_ORDER, STAGES
 
 SIGNATURE_BYTES = 1 << 20  # the input's size and its first and last MiB tell a changed recording from a copy
@@ -69,17 +68,8 @@ def settings_fingerprint(job) -> str:
 def read_manifest(output: Path) -> list[dict]:
     """The manifest's records, one per part (the last, should a part be listed twice); a last line cut short by a
     crash is ignored."""
-    path = output / MANIFEST
-    if not path.exists():
-        return []
-    records = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records[(record.get("output"), record.get("part"))] = record
+    records = {(record.get("output"), record.get("part")): record
+               for record in read_jsonl(output / MANIFEST) if isinstance(record, dict)}
     return list(records.values())
 
 
@@ -136,20 +126,10 @@ def kept_outputs(earlier: dict[int, dict]) -> set[str]:
     return kept
 
 
-def remove(output: Path, path: Path) -> None:
-    """The one way the tool deletes: a file, or a folder with what it holds, that must resolve inside the output
-    folder (whatever names the inputs have); anything else is a bug, refused loudly."""
-    if not path.resolve().is_relative_to(output.resolve()) or path.resolve() == output.resolve():
-        raise RuntimeError(f"refusing to delete {path}: not inside the output folder {output}")
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def own_files(output: Path, job) -> list[Path]:
-    """The files a file's run writes in its folder, known by the names declared for them: its reports, the stages'
-    whole-file and per-part outputs, and temp files of a write cut short. Nothing else there is touched."""
+    """The files a file's run writes, known by the names declared for them: in its folder its reports, the stages'
+    whole-file and per-part outputs and temp files of a write cut short; and what is in its own subfolder of a
+    shared output folder (utterances/<key>/). Nothing else there is touched."""
     folder = output / job.key
     whole = set(FILE_REPORTS) | {whole_file_name(job.file_id, pattern)
                                  for stage in STAGES.values() for pattern in stage.file_outputs}
@@ -158,6 +138,8 @@ def own_files(output: Path, job) -> list[Path]:
     for name in part_folders:
         found += [path for path in _files_in(folder / name)
                   if path.name.startswith("part_") or is_temp_name(path.name)]
+    for name in {name for stage in STAGES.values() for name in stage.shared_outputs}:  # e.g. utterances/<key>/
+        found += [path for path in (output / name / job.key).rglob("*") if path.is_file()]
     return found
 
 
@@ -178,7 +160,7 @@ def rewrite_manifest(output: Path, keep) -> None:
     path = output / MANIFEST
     if path.exists():
         kept = [r for r in read_manifest(output) if keep(r)]
-        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        write_jsonl(path, kept)
 
 
 def clear_outputs(output: Path, jobs) -> None:

@@ -29,6 +29,7 @@ from layout import HTML_REPORT, MANIFEST, SUMMARY, scratch_root
 from loaders.model_store import disable_downloads_when_offline
 from reporting.html_report import write_html_report
 from reporting.reports import append_manifest, statistics_block, summarize
+from stages import STAGES
 
 log = logging.getLogger("audio_processing")
 
@@ -278,6 +279,8 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
     summary["interrupted"] = interrupted is not None
     summary["interrupted_by"] = interrupted
     try:
+        for stage in (STAGES[name] for name in config.steps):
+            stage.finish_run(config.output, list(finished.values()) + ordered)
         write_json(config.output / SUMMARY, summary)
         write_html_report(config.output, summary, list(finished.values()) + ordered)
     except OSError as problem:  # a full disk: the statistics are still printed

@@ -28,6 +28,9 @@ def words_text(words: list[Word]) -> str:
     return "".join(word.word for word in words).strip()
 
 
+SAMPLE_RATE = 16000
+
+
 class Transcriber:
     """transcribe(16 kHz mono float32) -> words with times in seconds from the start of that audio."""
 
@@ -39,6 +42,15 @@ class Transcriber:
 
     def transcribe(self, audio: np.ndarray) -> tuple[list[Word], str | None]:
         raise NotImplementedError
+
+    def transcribe_clips(self, audio: np.ndarray, clips: list[tuple[float, float]], batch_size: int) -> list[Word]:
+        """Words of the clips (start, end in seconds, each at most 30 s) of `audio`, times from its start: one
+        clip after another (a back-end that batches overrides this)."""
+        words = []
+        for start, end in clips:
+            found, _ = self.transcribe(audio[round(start * SAMPLE_RATE): round(end * SAMPLE_RATE)])
+            words += [word.shifted(start) for word in found]
+        return words
 
 
 class OpenAIWhisperTranscriber(Transcriber):
@@ -59,6 +71,21 @@ class FasterWhisperTranscriber(Transcriber):
     def transcribe(self, audio: np.ndarray) -> tuple[list[Word], str | None]:
         segments, info = self.model.transcribe(audio.astype(np.float32), word_timestamps=True,
                                                language=self.language, condition_on_previous_text=False)
-        words = [Word(w.word, float(w.start), float(w.end), float(w.probability))
-                 for segment in segments for w in (segment.words or [])]
-        return words, info.language
+        return _words(segments), info.language
+
+    def transcribe_clips(self, audio: np.ndarray, clips: list[tuple[float, float]], batch_size: int) -> list[Word]:
+        """Clips decoded batch_size at a time by faster-whisper's batched pipeline (one clip's decoder steps are
+        too small to keep the cores busy); batch_size 1 decodes them one after another."""
+        if batch_size <= 1 or not clips:
+            return super().transcribe_clips(audio, clips, batch_size)
+        from faster_whisper import BatchedInferencePipeline
+
+        segments, _ = BatchedInferencePipeline(self.model).transcribe(
+            audio.astype(np.float32), clip_timestamps=[{"start": start, "end": end} for start, end in clips],
+            word_timestamps=True, language=self.language, batch_size=batch_size)
+        return _words(segments)
+
+
+def _words(segments) -> list[Word]:
+    return [Word(w.word, float(w.start), float(w.end), float(w.probability))
+            for segment in segments for w in (segment.words or [])]

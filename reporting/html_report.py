@@ -9,8 +9,8 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from audio_io import write_text
-from layout import CONFIG, HTML_REPORT, LOG, MANIFEST, REPORT_JSON, REPORT_TXT, SUMMARY, TIMELINE
+from audio_io import read_jsonl, write_text
+from layout import CONFIG, HTML_REPORT, LOG, MANIFEST, REPORT_JSON, REPORT_TXT, SUMMARY, TIMELINE, UTTERANCE_MANIFEST
 from reporting.reports import statistics
 
 STYLE = """
@@ -62,6 +62,30 @@ def file_row(output: Path, report: dict) -> str:
             f"<td>{escape(status)}</td><td>{' · '.join(links)}</td><td>{picture}</td></tr>")
 
 
+def quality_histogram(output: Path) -> str:
+    """The DNSMOS OVRL scores of the run's utterances as an inline SVG histogram (bins of 0.25 from 1 to 5)."""
+    scores = [record["dnsmos_ovrl"] for record in read_jsonl(output / UTTERANCE_MANIFEST)
+              if isinstance(record, dict) and isinstance(record.get("dnsmos_ovrl"), (int, float))]
+    if not scores:
+        return ""
+    counts = [0] * 16
+    for score in scores:
+        counts[min(15, max(0, int((score - 1.0) / 0.25)))] += 1
+    width, height, top = 24, 120, max(counts)
+    bars = "".join(
+        f'<rect x="{30 + i * width}" y="{10 + height - round(height * n / top)}" width="{width - 2}" '
+        f'height="{round(height * n / top)}" fill="#4a78b5"><title>{1 + i * 0.25:.2f}-{1.25 + i * 0.25:.2f}: {n}'
+        f'</title></rect>' for i, n in enumerate(counts))
+    ticks = "".join(f'<text x="{30 + (value - 1) * 4 * width}" y="{height + 26}" font-size="11" '
+                    f'text-anchor="middle">{value}</text>' for value in range(1, 6))
+    median = sorted(scores)[len(scores) // 2]
+    return (f'<h2>Utterance quality</h2>\n<p>DNSMOS OVRL of {len(scores)} utterances in '
+            f'{_link(UTTERANCE_MANIFEST, UTTERANCE_MANIFEST)} (median {median:.2f}; Emilia-Pipe keeps 3.0 and above, '
+            f'--min_dnsmos)</p>\n<svg id="dnsmos" width="{60 + 16 * width}" height="{height + 40}" role="img" '
+            f'aria-label="histogram of DNSMOS OVRL">{bars}<line x1="30" y1="{height + 10}" x2="{30 + 16 * width}" '
+            f'y2="{height + 10}" stroke="#555"/>{ticks}</svg>\n')
+
+
 def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
     stats = {"Files": summary.get("files_total", len(reports)), **dict(statistics(summary)),
              "Wall time": f"{summary['wall_seconds']:.1f} s"}
@@ -82,7 +106,7 @@ def write_html_report(output: Path, summary: dict, reports: list[dict]) -> Path:
 <tbody>
 {rows}
 </tbody></table>
-<p>Run files: {' · '.join(_link(name, name) for name in (SUMMARY, MANIFEST, CONFIG, LOG))}</p>
+{quality_histogram(output)}<p>Run files: {' · '.join(_link(name, name) for name in (SUMMARY, MANIFEST, CONFIG, LOG))}</p>
 </body></html>
 """
     path = output / HTML_REPORT

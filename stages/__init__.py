@@ -12,6 +12,8 @@ from stages.base import FileContext, Output, Part, Stage
 from stages.denoise import Denoise
 from stages.diarize import Diarize
 from stages.split import Split
+from stages.transcribe import Transcribe
+from stages.utterances import Utterances
 from stages.vad import VoiceActivity
 
 BUILT_IN: tuple[type[Stage], ...] = (
@@ -19,6 +21,8 @@ BUILT_IN: tuple[type[Stage], ...] = (
     Denoise,
     VoiceActivity,
     Diarize,
+    Transcribe,
+    Utterances,
 )
 PLUGIN_GROUP = "audio_processing.stages"
 
@@ -35,8 +39,9 @@ def _in_order() -> list[type[Stage]]:
 
 STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in _in_order()}
 STAGE_ORDER = tuple(STAGES)
+DEFAULT_STEPS = tuple(name for name, stage in STAGES.items() if stage.by_default)
 STAGE_OF_OPTION = {option.name: stage for stage in STAGES.values() for option in stage.options}
-MANIFEST_FIELDS = tuple(field for stage in STAGES.values() for field in stage.manifest_fields)
+MANIFEST_FIELDS = tuple(dict.fromkeys(field for stage in STAGES.values() for field in stage.manifest_fields))
 
 
 def build_stages(steps, config, models) -> list[Stage]:
@@ -44,4 +49,4 @@ def build_stages(steps, config, models) -> list[Stage]:
     return [STAGES[name](config, models) for name in STAGE_ORDER if name in steps]
 
 
-__all__ = ["FileContext", "Output", "Part", "Stage", "STAGES", "STAGE_ORDER", "MANIFEST_FIELDS", "STAGE_OF_OPTION", "build_stages"]
+__all__ = ["FileContext", "Output", "Part", "Stage", "STAGES", "STAGE_ORDER", "DEFAULT_STEPS", "MANIFEST_FIELDS", "STAGE_OF_OPTION", "build_stages"]

@@ -94,6 +94,27 @@ def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     return torchaudio.functional.resample(audio, from_rate, to_rate)
 
 
+def with_context(part: "Part", source: AudioInfo, margin_seconds: float) -> tuple[float, torch.Tensor]:
+    """The part's 16 kHz mono audio with up to `margin_seconds` of the input on each side (the input's audio: the
+    part's own file ends at the cut), so that a model hears whole what the split cut. Returns (its start on the
+    file's timeline in seconds, 1-D audio)."""
+    import torch
+
+    margin = round(margin_seconds * source.sample_rate)
+    first = max(0, part.start_frame - margin)
+    end = min(source.frames, part.start_frame + part.frames + margin)
+
+    def input_audio(start: int, stop: int) -> torch.Tensor:
+        if stop <= start:
+            return torch.zeros(0)
+        mono = torch.from_numpy(as_float(read_frames(source, start, stop - start)).mean(axis=1))
+        return resample(mono, source.sample_rate, MODEL_SAMPLE_RATE)
+
+    pieces = [input_audio(first, part.start_frame), part.mono_16k(),
+              input_audio(part.start_frame + part.frames, end)]
+    return first / source.sample_rate, torch.cat(pieces)
+
+
 @dataclass
 class FileContext:
     """One input file's run: where outputs go, what the report records."""
@@ -164,8 +185,10 @@ class Stage:
     options: ClassVar[tuple[Option, ...]] = ()  # its own options; RunConfig has a field for each
     outputs: ClassVar[dict[str, Output]] = {}  # manifest `outputs` kind -> where the part's file goes
     file_outputs: ClassVar[tuple[str, ...]] = ()  # whole-file outputs, e.g. "<stem>.rttm"
+    shared_outputs: ClassVar[tuple[str, ...]] = ()  # folders of the results folder that hold a subfolder per file
     manifest_fields: ClassVar[tuple[str, ...]] = ()  # manifest fields it sets, brought back by `restore`
     changes_audio: ClassVar[bool] = False  # the stages after it read the audio it wrote
+    by_default: ClassVar[bool] = True  # in --steps when the user names none (the seed guide's four stages)
 
     def __init__(self, config, models):
         self.config = config
@@ -207,6 +230,11 @@ class Stage:
 
     def finish(self, ctx: FileContext) -> None:
         """Called once after every part of the file went through all stages."""
+
+    @classmethod
+    def finish_run(cls, output: Path, reports: list[dict]) -> None:
+        """Run-wide outputs, written in the main process after the batch from the reports of its files (this
+        run's and the earlier runs' files that were kept)."""
 
     @staticmethod
     def settings(config) -> dict:

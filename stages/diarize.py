@@ -17,17 +17,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from audio_io import as_float, atomic_path, read_frames, write_text
+from audio_io import atomic_path, write_text
 from model_manager import OFFLINE_DIARIZATION, ModelUnavailable
 from options import Option, fraction, non_negative, positive
-from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, resample
-
-if TYPE_CHECKING:  # torch is imported where it is used (the main process imports the stages, not torch)
-    import torch
+from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, one_thread_on_cpu, with_context
 
 ANALYSIS_VERSION = 2  # what a part's .npz holds; older runs' parts are diarized again
 
@@ -115,7 +112,8 @@ class Diarize(Stage):
         if name is None:
             yield part
             return
-        window_start, waveform = self._window(part, ctx)
+        window_start, waveform = with_context(part, ctx.source_info, self.config.diarization_margin)
+        waveform = waveform[None]
 
         def analyse(device: str, reduced: bool) -> Analysis:
             pipeline = self.models.get_diarization_pipeline(name, device=device, **self._params(name))
@@ -155,26 +153,6 @@ class Diarize(Stage):
             write_text(path, rttm(ctx.file_id, turns))
         ctx.stage_info[self.name].update(rttm=ctx.relative(paths[0]), exclusive_rttm=ctx.relative(paths[1]),
                                          speakers=len({turn.speaker for turn in overlapping}))
-
-    def _window(self, part: Part, ctx: FileContext) -> tuple[float, torch.Tensor]:
-        """The part's 16 kHz mono audio with up to --diarization_margin seconds of the input on each side (the
-        input's, not the part's audio: the part files end at the cut). Returns (its start in seconds, audio)."""
-        import torch
-
-        source = ctx.source_info
-        margin = round(self.config.diarization_margin * source.sample_rate)
-        first = max(0, part.start_frame - margin)
-        end = min(source.frames, part.start_frame + part.frames + margin)
-
-        def input_audio(start: int, stop: int) -> torch.Tensor:
-            if stop <= start:
-                return torch.zeros(0)
-            mono = torch.from_numpy(as_float(read_frames(source, start, stop - start)).mean(axis=1))
-            return resample(mono, source.sample_rate, MODEL_SAMPLE_RATE)
-
-        pieces = [input_audio(first, part.start_frame), part.mono_16k(),
-                  input_audio(part.start_frame + part.frames, end)]
-        return first / source.sample_rate, torch.cat(pieces)[None]
 
     def _pipeline_name(self, ctx: FileContext) -> str | None:
         """The pipeline asked for, or the offline one when that cannot load; None when neither can."""

@@ -47,9 +47,6 @@ class Cut:
     words: list[Word]  # the part's words, times in the original file
 
 
-COMPUTE_TYPES = ("auto", "int8", "float32", "float16", "int8_float16")  # CTranslate2's names
-
-
 def _word_boundary(config) -> bool:
     return config.split_method == "word_boundary"
 
@@ -62,13 +59,6 @@ class Split(Stage):
                choices=("time", "word_boundary"), question="Split method (time / word_boundary)"),
         Option("chunk_duration", 300.0, "target part length in seconds", positive(float),
                question="Chunk duration in seconds"),
-        Option("asr_backend", "faster-whisper", "speech recognition engine for word_boundary split",
-               choices=("faster-whisper", "openai-whisper")),
-        Option("asr_compute_type", "auto", "faster-whisper precision (auto = int8 on CPU, float16 on GPU; see "
-               "OPTIMIZATION.md for speed and word differences)", choices=COMPUTE_TYPES),
-        Option("whisper_model", "base", "Whisper model name or path (checkpoint .pt or CTranslate2 folder)",
-               question="Whisper model (name or path)", ask_if=_word_boundary),
-        Option("language", None, "spoken language code, e.g. en", default_text="detect"),
     )
     outputs = {"split": Output("parts", ".wav"),
                "transcript": Output("transcripts", ".json", optional=True, when=_word_boundary)}
@@ -96,13 +86,6 @@ class Split(Stage):
             return "no model: time split instead of word_boundary", str(error)
         return f"{config.asr_backend} {config.whisper_model} " + (
             "(downloaded)" if kind == "download" else f"from {source}"), None
-
-    @staticmethod
-    def check(config) -> list[str]:
-        if config.asr_compute_type != "auto" and config.asr_backend != "faster-whisper":
-            return ["--asr_compute_type applies to faster-whisper; openai-whisper runs float32 on CPU, "
-                    "float16 on GPU"]
-        return []
 
     @staticmethod
     def chunk_frames(config, sample_rate: int) -> int:

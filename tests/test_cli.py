@@ -149,7 +149,8 @@ def test_interactive_end_of_input_cancels_cleanly(tmp_path):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--input", "x.wav", "--steps", "split", "transcribe"], "invalid choice: 'transcribe'"),
+    (["--input", "x.wav", "--steps", "split", "translate"], "invalid choice: 'translate'"),
+    (["--input", "x.wav", "--steps", "vad", "utterances"], "--steps utterances needs diar and transcribe"),
     (["--input", "x.wav", "--chunk_duration", "-5"], "must be greater than 0"),
     (["--output", "o"], "--input is required"),
     (["--input", "/no/such/folder"], "no such file or folder"),

@@ -31,7 +31,7 @@ def test_config_file_sets_options_and_flags_override_it(tmp_path, capsys):
     ("bogus = 1\n", "unknown option 'bogus'"),
     ('chunk_duration = "long"\n', "chunk_duration = 'long'"),
     ("chunk_duration = -3\n", "must be greater than 0"),
-    ('steps = ["split", "transcribe"]\n', "choose from split, denoise, vad, diar"),
+    ('steps = ["split", "translate"]\n', "choose from split, denoise, vad, diar, transcribe, utterances"),
     ('steps = "split"\n', "must be a list"),
     ("use_gpu = 1\n", "must be true or false"),
     ("chunk_duration = [1, 2\n", "not valid TOML"),

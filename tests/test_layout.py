@@ -14,11 +14,12 @@ from conftest import ROOT, data
 
 # Lowest first. Within a floor, imports go one way (no cycles); between floors, only downwards.
 FLOORS = [
-    ["options", "layout", "audio_io", "gpu_memory", "loaders.asr", "loaders.deepfilternet", "loaders.speaker_embedding",
-     "loaders.whisper_convert", "reporting.logs"],
+    ["options", "layout", "audio_io", "gpu_memory", "loaders.asr", "loaders.deepfilternet", "loaders.dnsmos",
+     "loaders.speaker_embedding", "loaders.whisper_convert", "reporting.logs"],
     ["loaders.model_store"],
     ["model_manager"],
-    ["stages.base", "stages.split", "stages.denoise", "stages.vad", "stages.diarize", "stages"],
+    ["stages.base", "stages.split", "stages.denoise", "stages.vad", "stages.diarize", "stages.transcribe", "stages.utterances",
+     "stages"],
     ["config"],
     ["reporting.reports", "reporting.timeline", "reporting.html_report"],
     ["batch.jobs", "batch.resume", "batch.pipeline", "batch.worker", "batch.local_pool", "batch.ray_pool",
