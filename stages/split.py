@@ -271,8 +271,10 @@ def choose_cut(words: list[Word], low: float, high: float, audio16k: np.ndarray)
     return min((quietest_point(audio16k, pause.start, pause.end) for pause in candidates), key=lambda x: x[1])[0]
 
 
-def silent_runs(audio16k: np.ndarray, low: float, high: float, frame: float = 0.01) -> list[tuple[float, float]]:
-    """Runs of at least 30 ms in [low, high] whose level is near the window's floor, far below its speech."""
+def silent_runs(audio16k: np.ndarray, low: float, high: float, frame: float = 0.01,
+                shortest: float = 0.03) -> list[tuple[float, float]]:
+    """Runs of at least `shortest` seconds in [low, high] whose level is near the window's floor, far below its
+    speech."""
     hop = int(frame * MODEL_SAMPLE_RATE)
     frames = len(audio16k) // hop
     if frames < 10:
@@ -292,7 +294,7 @@ def silent_runs(audio16k: np.ndarray, low: float, high: float, frame: float = 0.
             begin = None
     if begin is not None:
         runs.append((begin, min(frames, int(high / frame) + 1)))
-    return [(max(low, a * frame), min(high, b * frame)) for a, b in runs if b - a >= 3]
+    return [(max(low, a * frame), min(high, b * frame)) for a, b in runs if b - a >= round(shortest / frame)]
 
 
 def quietest_point(audio16k: np.ndarray, start: float, end: float, frame: float = 0.01) -> tuple[float, float]:

@@ -241,14 +241,19 @@ def transcript_segments(ctx: FileContext, config) -> list[Segment] | None:
     None when no part was transcribed."""
     if not any("words" in part.outputs for part in ctx.parts):
         return None
-    words, turns = file_words(ctx), exclusive_turns(ctx)
+    return attribute(file_words(ctx), exclusive_turns(ctx), config.speaker_turns)
+
+
+def attribute(words: list[Word], turns: list[Turn] | None, speaker_turns: str) -> list[Segment]:
+    """Sentences cut where the speaker changes ("word"), or each given to its majority speaker ("sentence");
+    without turns (no diarization) the sentences have no speaker."""
     segments = []
     for sentence in sentences(words):
         if turns is None:
             segments.append(Segment(None, sentence))
             continue
         speakers = [word_speaker(word, turns) for word in sentence]
-        if config.speaker_turns == "sentence":
+        if speaker_turns == "sentence":
             speakers = [_majority(sentence, speakers)] * len(sentence)
         for index, (word, speaker) in enumerate(zip(sentence, speakers)):
             if index and segments[-1].speaker == speaker:

@@ -3,8 +3,9 @@
 From the file's speaker-attributed words (transcribe's segments): consecutive words of one speaker are joined
 while the pause between them is under --max_pause; an utterance longer than --max_utterance is cut at its widest
 pause (again, until every piece fits); shorter than --min_utterance it is dropped. Cuts fall only between words:
-each clip reaches up to UTTERANCE_PAD beyond its first and last word (Whisper's word edges are good to about
-0.1 s), never past the middle of the pause to the next word. Words in overlapped speech (two diarized speakers
+each clip begins and ends PAUSE_KEPT into the widest silence within EDGE_REACH outside its first and last word,
+never past the middle of the word before or after it; where there is no silence, between Whisper's word times.
+Words in overlapped speech (two diarized speakers
 at once) or without a speaker break an utterance and are left out (--keep_overlap keeps overlapped ones).
 
 The audio is the part audio the stages before left (denoised when denoise ran, else the split parts or the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -30,10 +31,14 @@ from loaders.asr import Word, words_text
 from model_manager import ModelUnavailable
 from options import Option, non_negative, positive
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Part, Stage, resample
+from stages.split import EDGE_SLACK, silent_runs
 from stages.diarize import Turn, read_rttm
 from stages.transcribe import UNKNOWN, transcript_segments
 
-UTTERANCE_PAD = 0.15  # seconds of audio kept beyond the first and last word
+EDGE_REACH = 1.0  # seconds beyond its first and last word where a clip may begin and end (Whisper's last word
+# of a sentence can end well before the speech does)
+PAUSE_KEPT = 0.1  # seconds of the pause kept before and after the speech
+SHORTEST_PAUSE = 0.1  # a shorter silence may be the closure of a stop consonant inside a word
 MANIFEST_FIELDS = ("audio_filepath", "duration", "text", "speaker", "source", "offset", "dnsmos_sig", "dnsmos_bak",
                    "dnsmos_ovrl")
 
@@ -42,7 +47,9 @@ MANIFEST_FIELDS = ("audio_filepath", "duration", "text", "speaker", "source", "o
 class Utterance:
     speaker: str
     words: list[Word]
-    start: float = 0.0  # the clip's span, seconds on the file's timeline (words plus padding)
+    start_region: tuple[float, float] = (0.0, 0.0)  # where the clip may begin, seconds on the file's timeline
+    end_region: tuple[float, float] = (0.0, 0.0)  # ... and end
+    start: float = 0.0  # where it begins and ends
     end: float = 0.0
 
     @property
@@ -110,12 +117,12 @@ class Utterances(Stage):
         remove(ctx.output_root, folder)  # an earlier run's clips of this file
         overlaps = [] if self.config.keep_overlap else overlapped(read_rttm(ctx.output_root / diarized))
         spoken = [(word, segment.speaker) for segment in segments for word in segment.words]
-        found, left_out, short = self.cut(spoken, overlaps)
-        pad(found, [word for word, _ in spoken])
+        found, left_out, short = self.cut(spoken, overlaps, lambda words: self._pauses(ctx, words))
+        edge_regions(found, [word for word, _ in spoken])
         rate = self.config.utterance_sample_rate or ctx.source_info.sample_rate
         records, low_quality = [], 0
         for utterance in found:
-            audio, native = self._audio(ctx, utterance, rate)
+            audio, native = self._clip(ctx, utterance, rate)
             sig, bak, ovrl = scorer.score(_to_16k(audio, rate))
             if self.config.min_dnsmos is not None and ovrl < self.config.min_dnsmos:
                 low_quality += 1
@@ -135,11 +142,12 @@ class Utterances(Stage):
             "dropped_short": short, "dropped_low_quality": low_quality, "words_left_out": left_out,
             "mean_dnsmos_ovrl": round(float(np.mean([r["dnsmos_ovrl"] for r in records])), 3) if records else None}
 
-    def cut(self, words: list[tuple[Word, str]],
-            overlaps: list[tuple[float, float]]) -> tuple[list[Utterance], int, int]:
+    def cut(self, words: list[tuple[Word, str]], overlaps: list[tuple[float, float]],
+            pauses: Callable[[list[Word]], list[float]]) -> tuple[list[Utterance], int, int]:
         """Runs of one speaker's words with pauses under --max_pause, cut to --max_utterance, at least
         --min_utterance long; words without a speaker or in overlapped speech end a run and are left out.
-        Returns (utterances, words left out, utterances dropped as too short)."""
+        `pauses(words)` gives the width of the pause after each word but the last. Returns (utterances, words left
+        out, utterances dropped as too short)."""
         runs: list[Utterance] = []
         left_out, ended, overlap = 0, True, 0
         for word, speaker in words:
@@ -152,31 +160,49 @@ class Utterances(Stage):
                 runs.append(Utterance(speaker, []))
             runs[-1].words.append(word)
             ended = False
-        pieces = [piece for run in runs for piece in self._fit(run)]
+        pieces = [piece for run in runs for piece in self._fit(run, pauses)]
         kept = [piece for piece in pieces if piece.spoken >= self.config.min_utterance]
         return kept, left_out, len(pieces) - len(kept)
 
-    def _fit(self, run: Utterance) -> list[Utterance]:
+    def _fit(self, run: Utterance, pauses: Callable[[list[Word]], list[float]]) -> list[Utterance]:
         """The run cut at its widest pause until every piece is at most --max_utterance long."""
         if run.spoken <= self.config.max_utterance or len(run.words) < 2:
             return [run]
-        gaps = [run.words[i].start - run.words[i - 1].end for i in range(1, len(run.words))]
-        cut = 1 + int(np.argmax(gaps))
-        return (self._fit(Utterance(run.speaker, run.words[:cut]))
-                + self._fit(Utterance(run.speaker, run.words[cut:])))
+        cut = 1 + int(np.argmax(pauses(run.words)))
+        return (self._fit(Utterance(run.speaker, run.words[:cut]), pauses)
+                + self._fit(Utterance(run.speaker, run.words[cut:]), pauses))
 
-    def _audio(self, ctx: FileContext, utterance: Utterance, rate: int) -> tuple[np.ndarray, str]:
-        """The clip's samples, mono at `rate`, from the parts' current audio, and the subtype to write them in.
-        A mono input at its own rate is copied sample for sample."""
+    def _pauses(self, ctx: FileContext, words: list[Word]) -> list[float]:
+        """The pause after each word but the last, measured in the audio: the silence (of at least SHORTEST_PAUSE)
+        between the middles of the two words; Whisper's gap between their times only breaks ties (its word
+        edges are good to about 0.1 s: it shows gaps where the speech runs on, and misses short pauses)."""
+        rate = ctx.source_info.sample_rate
+        begin = words[0].start
+        audio16k = _to_16k(as_float(self._audio(ctx, round(begin * rate), round(words[-1].end * rate))).mean(axis=1),
+                           rate)
+        silences = silent_runs(audio16k, 0.0, len(audio16k) / MODEL_SAMPLE_RATE, shortest=SHORTEST_PAUSE)
+        widths = []
+        for left, right in zip(words, words[1:]):
+            low, high = (left.start + left.end) / 2 - begin, (right.start + right.end) / 2 - begin
+            silent = max((min(end, high) - max(start, low) for start, end in silences), default=0.0)
+            widths.append(max(0.0, silent) + 1e-3 * max(0.0, right.start - left.end))
+        return widths
+
+    def _clip(self, ctx: FileContext, utterance: Utterance, rate: int) -> tuple[np.ndarray, str]:
+        """The clip's samples, mono at `rate`, and the subtype to write them in; it begins and ends in the silence
+        of its edge regions when there is one (utterance.start and .end are set to where). A mono input at its own
+        rate is copied sample for sample."""
         source_rate = ctx.source_info.sample_rate
-        first, end = round(utterance.start * source_rate), round(utterance.end * source_rate)
-        pieces = []
-        for part in sorted(ctx.parts, key=lambda part: part.start_frame):
-            low, high = max(first, part.start_frame), min(end, part.start_frame + part.frames)
-            if high > low:
-                pieces.append(read_frames(part.audio, part.audio_start + low - part.start_frame, high - low))
+        first = round(utterance.start_region[0] * source_rate)
+        high = utterance.end_region[1]
+        around = self._audio(ctx, first, round(high * source_rate))
+        around16k = _to_16k(as_float(around).mean(axis=1), source_rate)
+        begin = first / source_rate
+        utterance.start = edge(around16k, begin, utterance.start_region, utterance.start, end=False)
+        utterance.end = edge(around16k, begin, utterance.end_region, utterance.end, end=True)
+        audio = around[round(utterance.start * source_rate) - first: round(utterance.end * source_rate) - first]
+        utterance.start = round(utterance.start * source_rate) / source_rate  # on a sample
         subtype = ctx.parts[0].audio.write_subtype
-        audio = np.concatenate(pieces)
         if audio.shape[1] == 1 and rate == source_rate:
             return audio[:, 0], subtype
         mono = as_float(audio).mean(axis=1)
@@ -185,6 +211,16 @@ class Utterances(Stage):
 
             mono = resample(torch.from_numpy(np.ascontiguousarray(mono)), source_rate, rate).numpy()
         return mono, subtype
+
+    @staticmethod
+    def _audio(ctx: FileContext, first: int, end: int) -> np.ndarray:
+        """Source frames [first, end) from the parts' current audio (denoised when denoise ran)."""
+        pieces = []
+        for part in sorted(ctx.parts, key=lambda part: part.start_frame):
+            low, high = max(first, part.start_frame), min(end, part.start_frame + part.frames)
+            if high > low:
+                pieces.append(read_frames(part.audio, part.audio_start + low - part.start_frame, high - low))
+        return np.concatenate(pieces)
 
     @classmethod
     def finish_run(cls, output: Path, reports: list[dict]) -> None:
@@ -221,23 +257,42 @@ def overlapped(turns: list[Turn]) -> list[tuple[float, float]]:
     return merged
 
 
-def pad(utterances: list[Utterance], words: list[Word]) -> None:
-    """Each clip's span: its words plus up to UTTERANCE_PAD, never past the middle of the pause to the word
-    before or after it (of any speaker), so that no clip begins or ends inside someone's word."""
+def edge_regions(utterances: list[Utterance], words: list[Word]) -> None:
+    """Where each clip may begin and end: up to EDGE_REACH outside its first and last word and EDGE_SLACK inside
+    (Whisper's word edges are good to about 0.1 s), never past the middle of the word before or after it (of any
+    speaker); and where it begins and ends when the audio there has no clear silence: the middle between the
+    words by Whisper's times, or EDGE_SLACK outside its word where it has no neighbour."""
+    middle = [(word.start + word.end) / 2 for word in words]
     position = {id(word): i for i, word in enumerate(words)}
     for utterance in utterances:
         first, last = position[id(utterance.words[0])], position[id(utterance.words[-1])]
-        start, end = words[first].start - UTTERANCE_PAD, words[last].end + UTTERANCE_PAD
-        if first > 0:
-            start = max(start, (words[first - 1].end + words[first].start) / 2)
-        if last + 1 < len(words):
-            end = min(end, (words[last].end + words[last + 1].start) / 2)
-        # (overlapping words of two speakers put that middle inside the word: the word's own edge wins then)
-        utterance.start, utterance.end = max(0.0, min(start, words[first].start)), max(end, words[last].end)
+        low = max(0.0, words[first].start - EDGE_REACH, middle[first - 1] if first else 0.0)
+        start_high = min(words[first].start + EDGE_SLACK, middle[first])
+        end_low = max(words[last].end - EDGE_SLACK, middle[last])
+        high = min(words[last].end + EDGE_REACH, middle[last + 1] if last + 1 < len(words) else float("inf"))
+        utterance.start_region = (min(low, start_high), start_high)
+        utterance.end_region = (end_low, max(high, end_low))
+        start = (words[first - 1].end + words[first].start) / 2 if first else words[first].start - EDGE_SLACK
+        end = ((words[last].end + words[last + 1].start) / 2 if last + 1 < len(words)
+               else words[last].end + EDGE_SLACK)
+        utterance.start = min(max(start, utterance.start_region[0]), start_high)
+        utterance.end = max(min(end, utterance.end_region[1]), end_low)
 
 
-def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+def edge(audio16k: np.ndarray, begin: float, region: tuple[float, float], otherwise: float, end: bool) -> float:
+    """Where a clip ends (end=True) or begins in `region` (seconds on the file's timeline; audio16k starts at
+    `begin`): PAUSE_KEPT into the widest silence there, or `otherwise` when there is no clear silence (a
+    junction of two words, or noise)."""
+    runs = silent_runs(audio16k, region[0] - begin, region[1] - begin, shortest=SHORTEST_PAUSE)
+    if not runs:
+        return otherwise
+    start, stop = max(runs, key=lambda run: run[1] - run[0])
+    kept = min(PAUSE_KEPT, (stop - start) / 2)
+    return begin + (start + kept if end else stop - kept)
+
+
+def _to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
     import torch
 
-    mono = torch.from_numpy(np.ascontiguousarray(as_float(audio[:, None])[:, 0]))
+    mono = torch.from_numpy(np.ascontiguousarray(as_float(mono[:, None])[:, 0]))
     return resample(mono, rate, MODEL_SAMPLE_RATE).numpy()
