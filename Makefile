@@ -1,5 +1,5 @@
 # Two entry points that do all of the set-up on a fresh machine:
-#   make demo   runs the tool on a bundled recording through all four stages
+#   make demo   runs the tool on a bundled recording through all six stages
 #   make test   runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,8 +31,10 @@ data: setup
 demo: models
 	sample=$$($(PY) -m sample_data path pyannote_sample/sample.flac) && \
 	$(PY) audio_processing.py --input "$$sample" --output demo_results \
-		$(if $(MODELS),--models_dir $(MODELS)) --split_method word_boundary --chunk_duration 15
-	@echo "Results are in demo_results/ (open demo_results/report.html, or read demo_results/sample/report.txt)"
+		$(if $(MODELS),--models_dir $(MODELS)) --split_method word_boundary --chunk_duration 15 \
+		--steps split denoise vad diar transcribe utterances
+	@echo "Results are in demo_results/: open demo_results/report.html, read demo_results/sample/sample.txt (who" \
+		"said what), or load demo_results/utterances/ (README: Training sets)"
 
 # The suite in up to 4 test processes (each with cores of its own, see tests/conftest.py); `-m "not e2e"` in
 # PYTEST_ARGS runs only the fast in-process tests.
