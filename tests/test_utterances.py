@@ -53,8 +53,9 @@ def test_utterances_a_trainer_can_load_and_a_rerun_that_only_recuts_them(tmp_pat
     assert len(dataset[0]["audio"]["array"]) > 0
     assert 'id="dnsmos"' in (output / "report.html").read_text()
 
-    # A new --max_utterance re-cuts the utterances only: every part's words and diarization are kept.
-    result = run_cli(*args, "--max_utterance", "2", "--min_utterance", "0", "--keep_overlap", **env)
+    # New utterance options re-cut the utterances only: every part's words and diarization are kept.
+    result = run_cli(*args, "--max_utterance", "2", "--min_utterance", "0", "--keep_overlap",
+                     "--utterance_sample_rate", "22050", **env)
     assert result.returncode == 0, result.stderr
     report = json.loads((output / "sample" / "report.json").read_text())
     parts = report["parts"]
@@ -63,6 +64,10 @@ def test_utterances_a_trainer_can_load_and_a_rerun_that_only_recuts_them(tmp_pat
     assert len(recut) > len(manifest)
     on_disk = sorted(p.relative_to(output).as_posix() for p in (output / "utterances").rglob("*.wav"))
     assert on_disk == sorted(record["audio_filepath"] for record in recut)  # the first cut's clips are gone
+    for record in recut:
+        info = sf.info(output / record["audio_filepath"])
+        assert info.samplerate == 22050 and info.channels == 1
+        assert abs(info.duration - record["duration"]) < 1e-3
     # with nothing dropped, one speaker's utterances are that speaker's words in the transcript
     document = json.loads((output / "sample" / "sample.json").read_text())
     said, cut = defaultdict(list), defaultdict(list)
