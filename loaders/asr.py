@@ -82,7 +82,8 @@ class FasterWhisperTranscriber(Transcriber):
 
         segments, _ = BatchedInferencePipeline(self.model).transcribe(
             audio.astype(np.float32), clip_timestamps=[{"start": start, "end": end} for start, end in clips],
-            word_timestamps=True, language=self.language, batch_size=batch_size)
+            word_timestamps=True, language=self.language, batch_size=batch_size,
+            without_timestamps=False)  # with its default (True) a clip that ends mid-sentence lost its last words
         return _words(segments)
 
 

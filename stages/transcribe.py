@@ -34,6 +34,8 @@ CLIP_SECONDS = 30.0  # Whisper's window
 NEAREST_TURN = 0.5  # a word in no turn goes to a turn at most this far away
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 SENTENCE_PAUSE = 1.0  # a pause this long ends a sentence even without punctuation
+FLICKER_WORDS = 2  # a speaker's run this short inside a sentence is taken for a word-timing error ...
+FLICKER_PAUSE = 0.3  # ... unless a pause this long separates it from its neighbour
 UNKNOWN = "unknown"
 FORMATS = ("json", "srt", "vtt", "txt")
 
@@ -77,7 +79,7 @@ class Transcribe(Stage):
 
     @classmethod
     def real_time_factor(cls, config) -> float:
-        return 0.12  # faster-whisper base int8 on the speech, measured (bench/transcript.py)
+        return 0.15  # faster-whisper base int8 on the speech, batched, measured (bench/transcript.py)
 
     @classmethod
     def locate_models(cls, config, models) -> tuple[str, str | None]:
@@ -255,12 +257,43 @@ def attribute(words: list[Word], turns: list[Turn] | None, speaker_turns: str) -
         speakers = [word_speaker(word, turns) for word in sentence]
         if speaker_turns == "sentence":
             speakers = [_majority(sentence, speakers)] * len(sentence)
+        else:
+            speakers = _without_flicker(sentence, speakers)
         for index, (word, speaker) in enumerate(zip(sentence, speakers)):
             if index and segments[-1].speaker == speaker:
                 segments[-1].words.append(word)
             else:
                 segments.append(Segment(speaker, [word]))
     return segments
+
+
+def _without_flicker(words: list[Word], speakers: list[str]) -> list[str]:
+    """A run of at most FLICKER_WORDS words of one speaker inside a sentence, joined to a neighbouring run without a
+    pause of FLICKER_PAUSE, takes the speaker of its longest such neighbour: Whisper's word times are good to
+    about 0.1-0.3 s, so a word or two at a turn change lands on the wrong side of it (bench/transcript.py)."""
+    speakers = list(speakers)
+    while True:
+        runs = [[0, 1]]  # [first word, end] of each run of one speaker
+        for index in range(1, len(words)):
+            if speakers[index] == speakers[index - 1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([index, index + 1])
+        if len(runs) < 2:
+            return speakers
+        changed = False
+        for k, (first, end) in enumerate(runs):
+            if end - first > FLICKER_WORDS:
+                continue
+            joined = [run for run in runs[max(0, k - 1): k + 2] if run is not runs[k]
+                      and words[max(run[0], first)].start - words[min(run[1], end) - 1].end < FLICKER_PAUSE]
+            if joined:
+                longest = max(joined, key=lambda run: run[1] - run[0])
+                speakers[first:end] = [speakers[longest[0]]] * (end - first)
+                changed = True
+                break
+        if not changed:
+            return speakers
 
 
 def _majority(words: list[Word], speakers: list[str]) -> str:

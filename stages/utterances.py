@@ -80,7 +80,7 @@ class Utterances(Stage):
 
     @classmethod
     def real_time_factor(cls, config) -> float:
-        return 0.03  # cutting and DNSMOS, measured (bench/transcript.py)
+        return 0.25  # cutting and DNSMOS (most of it), measured (bench/transcript.py)
 
     @classmethod
     def locate_models(cls, config, models) -> tuple[str, str | None]:
@@ -138,7 +138,7 @@ class Utterances(Stage):
         write_jsonl(listing, records)
         ctx.stage_info[self.name] = {
             "manifest": ctx.relative(listing), "utterances": len(records),
-            "seconds": round(sum(record["duration"] for record in records), 3),
+            "audio_seconds": round(sum(record["duration"] for record in records), 3),
             "dropped_short": short, "dropped_low_quality": low_quality, "words_left_out": left_out,
             "mean_dnsmos_ovrl": round(float(np.mean([r["dnsmos_ovrl"] for r in records])), 3) if records else None}
 
