@@ -115,17 +115,22 @@ def test_word_boundary_split_words_are_reused_and_output_format_chooses_files(pr
 
 
 @pytest.mark.parametrize("speaker_turns, expected", [
-    ("word", [("A", "Yes."), ("B", "I agree"), ("A", "fully now."), ("unknown", "Far")]),
-    ("sentence", [("A", "Yes."), ("A", "I agree fully now."), ("unknown", "Far")]),
+    ("word", [("A", "Yes."), ("B", "I agree with"), ("A", "you fully now."), ("A", "So we go."), ("unknown", "Far")]),
+    ("sentence", [("A", "Yes."), ("A", "I agree with you fully now."), ("A", "So we go."), ("unknown", "Far")]),
 ])
 def test_a_segment_never_carries_two_speakers(speaker_turns, expected):
     from loaders.asr import Word
     from stages.diarize import Turn
     from stages.transcribe import attribute
 
-    words = [Word(" Yes.", 0.0, 0.4, 0.9), Word(" I", 0.5, 0.6, 0.9), Word(" agree", 0.6, 1.0, 0.9),
-             Word(" fully", 1.0, 1.4, 0.9), Word(" now.", 1.4, 1.6, 0.9), Word(" Far", 5.0, 5.3, 0.9)]
-    turns = [Turn(0.0, 0.45, "A"), Turn(0.45, 1.1, "B"), Turn(1.1, 1.7, "A")]  # "Far": no turn within 0.5 s
+    timed = [(" Yes.", 0.0, 0.4), (" I", 0.5, 0.6), (" agree", 0.6, 0.8), (" with", 0.8, 1.0), (" you", 1.0, 1.4),
+             (" fully", 1.4, 1.8), (" now.", 1.8, 2.2), (" So", 3.0, 3.2), (" we", 3.2, 3.4), (" go.", 3.4, 3.7),
+             (" Far", 9.0, 9.3)]
+    words = [Word(text, start, end, 0.9) for text, start, end in timed]
+    # "So" falls in B's turn: one word at a turn change, joined to the rest of its sentence, is a timing error;
+    # "Far" is in no turn nor within 0.5 s of one
+    turns = [Turn(0.0, 0.45, "A"), Turn(0.45, 1.0, "B"), Turn(1.0, 2.9, "A"), Turn(2.9, 3.2, "B"),
+             Turn(3.2, 4.0, "A")]
     segments = attribute(words, turns, speaker_turns)
     assert [(segment.speaker, segment.text) for segment in segments] == expected
     assert [w for segment in segments for w in segment.words] == words  # no word lost or doubled
