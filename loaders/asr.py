@@ -82,8 +82,7 @@ class FasterWhisperTranscriber(Transcriber):
 
         segments, _ = BatchedInferencePipeline(self.model).transcribe(
             audio.astype(np.float32), clip_timestamps=[{"start": start, "end": end} for start, end in clips],
-            word_timestamps=True, language=self.language, batch_size=batch_size,
-            without_timestamps=False)  # with its default (True) a clip that ends mid-sentence lost its last words
+            word_timestamps=True, language=self.language, batch_size=batch_size)
         return _words(segments)
 
 

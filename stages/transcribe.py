@@ -2,9 +2,9 @@
 
 Each part's words (start, end, probability; seconds on the original file's timeline) go to words/part_NNNN.json:
 - taken from the word_boundary split when it ran (no second Whisper pass);
-- else from Whisper on the part plus TRANSCRIBE_MARGIN seconds of the input on each side, so that a word the
-  split cut is heard whole; the part keeps the words whose middle lies inside it, so every word lands in exactly
-  one part. When vad ran, only its speech is decoded: the speech segments are packed into clips of at most 30 s
+- else from Whisper on the part plus up to TRANSCRIBE_MARGIN seconds of the input on each side (to the first
+  pause there), so that a word the split cut is heard whole; the part keeps the words whose middle lies inside
+  it, so every word lands in exactly one part. When vad ran, only its speech is decoded: the speech segments are packed into clips of at most 30 s
   (Whisper's window), decoded --asr_batch_size at a time. Without vad, Whisper's own long-form decoding.
 When the file's last part is done (and diar's finish wrote the exclusive RTTM), each word gets the speaker of the
 exclusive turn that overlaps it most, else of the nearest turn within NEAREST_TURN seconds, else "unknown".
@@ -26,10 +26,11 @@ from model_manager import ModelUnavailable
 from options import Option, positive
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, with_context
 from stages.diarize import Turn, read_rttm
-from stages.split import quietest_point
+from stages.split import quietest_point, silent_runs
 
-TRANSCRIBE_MARGIN = 3.0  # seconds heard beyond each cut: longer than any word
+TRANSCRIBE_MARGIN = 8.0  # seconds heard beyond each cut: to the first pause after a word the cut went through
 SEAM_TOLERANCE = 0.1  # speech that ends this close to a cut runs on into the next part
+SEAM_PAUSE = 0.2  # the pause beyond a cut where the speech that runs over it is followed to
 CLIP_SECONDS = 30.0  # Whisper's window
 NEAREST_TURN = 0.5  # a word in no turn goes to a turn at most this far away
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
@@ -176,16 +177,19 @@ def _speech_segments(part: Part, ctx: FileContext) -> list[tuple[float, float]] 
 
 def speech_clips(speech: list[tuple[float, float]], own: tuple[float, float], window_start: float,
                  audio: np.ndarray) -> list[tuple[float, float]]:
-    """The part's speech as clips of at most 30 s, in seconds from window_start. Speech that runs into a cut
-    is extended over the margin (the neighbour's speech there completes the cut word); segments are joined while
-    a clip stays within 30 s, and a longer one is cut at its quietest point late in each 30 s."""
-    window_end = window_start + len(audio) / MODEL_SAMPLE_RATE
-    segments = [[max(start, own[0]) - window_start, min(end, own[1]) - window_start]
+    """The part's speech as clips of at most 30 s, in seconds from window_start. Speech that runs into a cut is
+    followed over the margin to the first pause there (a clip that ends mid-sentence loses its last words:
+    Whisper leaves an unfinished sentence out); segments are joined while a clip stays within 30 s, and a longer
+    one is cut at its quietest point late in each 30 s."""
+    window_end = len(audio) / MODEL_SAMPLE_RATE
+    own_start, own_end = own[0] - window_start, own[1] - window_start
+    segments = [[max(start - window_start, own_start), min(end - window_start, own_end)]
                 for start, end in speech if end > own[0] and start < own[1]]
-    if segments and segments[0][0] <= own[0] - window_start + SEAM_TOLERANCE:
-        segments[0][0] = 0.0
-    if segments and segments[-1][1] >= own[1] - window_start - SEAM_TOLERANCE:
-        segments[-1][1] = window_end - window_start
+    pauses = silent_runs(audio, 0.0, window_end, shortest=SEAM_PAUSE)
+    if segments and own_start > 0 and segments[0][0] <= own_start + SEAM_TOLERANCE:
+        segments[0][0] = max([end for _, end in pauses if end <= own_start], default=0.0)
+    if segments and own_end < window_end and segments[-1][1] >= own_end - SEAM_TOLERANCE:
+        segments[-1][1] = min([start for start, _ in pauses if start >= own_end], default=window_end)
     clips: list[list[float]] = []
     for start, end in segments:
         if clips and end - clips[-1][0] <= CLIP_SECONDS:
