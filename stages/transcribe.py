@@ -2,10 +2,11 @@
 
 Each part's words (start, end, probability; seconds on the original file's timeline) go to words/part_NNNN.json:
 - taken from the word_boundary split when it ran (no second Whisper pass);
-- else from Whisper on the part plus up to TRANSCRIBE_MARGIN seconds of the input on each side (to the first
-  pause there), so that a word the split cut is heard whole; the part keeps the words whose middle lies inside
-  it, so every word lands in exactly one part. When vad ran, only its speech is decoded: the speech segments are packed into clips of at most 30 s
-  (Whisper's window), decoded --asr_batch_size at a time. Without vad, Whisper's own long-form decoding.
+- else from Whisper, in clips of at most 30 s (its window) cut near every CLIP_GRID seconds of the file's
+  timeline, not where the part begins: a split file is decoded in the unsplit file's clips, so it gets its words.
+  A clip that the part's cut goes through is decoded whole (with the input beyond the cut), and the part keeps
+  the words whose middle lies inside it: every word lands in exactly one part. When vad ran, only its speech is
+  decoded. Clips are decoded --asr_batch_size at a time.
 When the file's last part is done (and diar's finish wrote the exclusive RTTM), each word gets the speaker of the
 exclusive turn that overlaps it most, else of the nearest turn within NEAREST_TURN seconds, else "unknown".
 Segments are sentences, cut where the speaker changes (--speaker_turns word) or given to the speaker who says
@@ -26,12 +27,11 @@ from model_manager import ModelUnavailable
 from options import Option, positive
 from stages.base import MODEL_SAMPLE_RATE, FileContext, Output, Part, Stage, with_context
 from stages.diarize import Turn, read_rttm
-from stages.split import quietest_point, silent_runs
+from stages.split import quietest_point
 
-TRANSCRIBE_MARGIN = 8.0  # seconds heard beyond each cut: to the first pause after a word the cut went through
-SEAM_TOLERANCE = 0.1  # speech that ends this close to a cut runs on into the next part
-SEAM_PAUSE = 0.2  # the pause beyond a cut where the speech that runs over it is followed to
-CLIP_SECONDS = 30.0  # Whisper's window
+CLIP_GRID = 22.0  # seconds: clips are cut near every multiple of this on the file's timeline ...
+GRID_SLACK = 4.0  # ... at the quietest point within this of it: clips of at most 30 s, Whisper's window
+TRANSCRIBE_MARGIN = CLIP_GRID + GRID_SLACK  # seconds heard beyond a cut: the whole grid interval it falls in
 NEAREST_TURN = 0.5  # a word in no turn goes to a turn at most this far away
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 SENTENCE_PAUSE = 1.0  # a pause this long ends a sentence even without punctuation
@@ -131,12 +131,12 @@ class Transcribe(Stage):
         audio = audio.numpy()
         own = (part.offset, part.offset + part.duration)
         speech = _speech_segments(part, ctx)
-        clips = None if speech is None else speech_clips(speech, own, window_start, audio)
+        if speech is None:  # no vad: all of the part
+            speech = [own]
+        clips = speech_clips(speech, own, window_start, audio)
 
         def recognise(device: str, reduced: bool) -> list[Word]:
             model = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend, device)
-            if clips is None:
-                return model.transcribe(audio)[0]
             return model.transcribe_clips(audio, clips, 1 if reduced else self.config.asr_batch_size)
 
         found = self.models.gpu.run_with_fallback(recognise, "speech recognition", on_fallback=ctx.note)
@@ -177,30 +177,37 @@ def _speech_segments(part: Part, ctx: FileContext) -> list[tuple[float, float]] 
 
 def speech_clips(speech: list[tuple[float, float]], own: tuple[float, float], window_start: float,
                  audio: np.ndarray) -> list[tuple[float, float]]:
-    """The part's speech as clips of at most 30 s, in seconds from window_start. Speech that runs into a cut is
-    followed over the margin to the first pause there (a clip that ends mid-sentence loses its last words:
-    Whisper leaves an unfinished sentence out); segments are joined while a clip stays within 30 s, and a longer
-    one is cut at its quietest point late in each 30 s."""
-    window_end = len(audio) / MODEL_SAMPLE_RATE
-    own_start, own_end = own[0] - window_start, own[1] - window_start
-    segments = [[max(start - window_start, own_start), min(end - window_start, own_end)]
-                for start, end in speech if end > own[0] and start < own[1]]
-    pauses = silent_runs(audio, 0.0, window_end, shortest=SEAM_PAUSE)
-    if segments and own_start > 0 and segments[0][0] <= own_start + SEAM_TOLERANCE:
-        segments[0][0] = max([end for _, end in pauses if end <= own_start], default=0.0)
-    if segments and own_end < window_end and segments[-1][1] >= own_end - SEAM_TOLERANCE:
-        segments[-1][1] = min([start for start, _ in pauses if start >= own_end], default=window_end)
-    clips: list[list[float]] = []
-    for start, end in segments:
-        if clips and end - clips[-1][0] <= CLIP_SECONDS:
-            clips[-1][1] = end
-            continue
-        while end - start > CLIP_SECONDS:  # one long stretch of speech: cut where it is quietest
-            cut = quietest_point(audio, start + CLIP_SECONDS * 2 / 3, start + CLIP_SECONDS)[0]
-            clips.append([start, cut])
-            start = cut
-        clips.append([start, end])
+    """The part's speech as clips of at most 30 s, in seconds from window_start. Clips are cut on a grid of the
+    file's timeline (grid_point), not where the part begins, so that a split file's clips are the unsplit file's:
+    Whisper decodes the same audio to the same words. Each clip covers the speech of its grid interval (vad's,
+    inside the part; in the margins beyond a cut, all of the interval, so that the cut words are heard whole);
+    an interval without speech is not decoded."""
+    window_end = window_start + len(audio) / MODEL_SAMPLE_RATE
+    first, last = int(own[0] // CLIP_GRID), int(np.ceil(own[1] / CLIP_GRID))
+    bounds = [grid_point(k, audio, window_start, window_end) for k in range(first, last + 1)]
+    spans = [(start, end) for start, end in speech if end > own[0] and start < own[1]]
+    if own[0] > window_start:
+        spans.insert(0, (window_start, own[0]))
+    if own[1] < window_end:
+        spans.append((own[1], window_end))
+    clips = []
+    for low, high in zip(bounds, bounds[1:]):
+        inside = [(max(start, low), min(end, high)) for start, end in spans if end > low and start < high]
+        if inside:
+            clips.append((inside[0][0] - window_start, inside[-1][1] - window_start))
     return [(start, end) for start, end in clips if end > start]
+
+
+def grid_point(k: int, audio: np.ndarray, window_start: float, window_end: float) -> float:
+    """The k-th clip boundary on the file's timeline: the quietest 30 ms within GRID_SLACK of k * CLIP_GRID, found
+    in that stretch of audio alone (so every run that holds it finds the same point); the window's edges at its
+    ends."""
+    middle = k * CLIP_GRID
+    if middle <= window_start or middle >= window_end:
+        return min(max(middle, window_start), window_end)
+    low, high = max(window_start, middle - GRID_SLACK), min(window_end, middle + GRID_SLACK)
+    local = audio[round((low - window_start) * MODEL_SAMPLE_RATE): round((high - window_start) * MODEL_SAMPLE_RATE)]
+    return low + quietest_point(local, 0.0, high - low)[0]
 
 
 def file_words(ctx: FileContext) -> list[Word]:
