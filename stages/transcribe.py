@@ -80,7 +80,7 @@ class Transcribe(Stage):
 
     @classmethod
     def real_time_factor(cls, config) -> float:
-        return 0.15  # faster-whisper base int8 on the speech, batched, measured (bench/transcript.py)
+        return 0.10  # faster-whisper base int8 on the speech, batched, measured (bench/transcript.py)
 
     @classmethod
     def locate_models(cls, config, models) -> tuple[str, str | None]:

@@ -80,7 +80,7 @@ class Utterances(Stage):
 
     @classmethod
     def real_time_factor(cls, config) -> float:
-        return 0.25  # cutting and DNSMOS (most of it), measured (bench/transcript.py)
+        return 0.20  # cutting and DNSMOS (most of it), measured (bench/transcript.py)
 
     @classmethod
     def locate_models(cls, config, models) -> tuple[str, str | None]:
