@@ -75,7 +75,7 @@ def test_the_stage_is_in_the_help_the_steps_and_the_config(plugin, tmp_path):
     help_text = run_cli("--help", **plugin).stdout
     assert "gain: scale the audio by a fixed gain:" in help_text
     assert "--gain_db GAIN_DB" in help_text and "gain in decibels (default: -6)" in help_text
-    assert "{split,denoise,vad,diar,gain}" not in help_text and "{split,gain,denoise,vad,diar}" in help_text
+    assert "{split,gain,denoise,vad,diar,transcribe,utterances}" in help_text  # after split, as it asks
 
     config_file = tmp_path / "run.toml"
     config_file.write_text(f'input = "{data("jfk/jfk.flac")}"\nsteps = ["vad", "gain", "split"]\ngain_db = -3\n')
