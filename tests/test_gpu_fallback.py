@@ -92,6 +92,22 @@ def test_out_of_memory_during_speech_recognition(monkeypatch, fake_gpu, model_ma
     assert outputs_equal(cpu, gpu, "transcript") and outputs_equal(cpu, gpu, "split")
 
 
+def test_out_of_memory_during_transcription(monkeypatch, fake_gpu, model_manager, process_with):
+    from loaders import asr
+
+    source = data("jfk/jfk.flac")
+    options = dict(steps=("vad", "transcribe"))
+    cpu = process_with(model_manager, source, "cpu", **options)
+    cuda, models = fake_gpu
+    monkeypatch.setattr(asr.FasterWhisperTranscriber, "transcribe_clips",
+                        fail_first(2, asr.FasterWhisperTranscriber.transcribe_clips, kind="ctranslate2"))
+    gpu = process_with(models, source, "gpu", **options)
+    assert gpu[0]["status"] == "done"
+    assert any("speech recognition: GPU out of memory" in n for n in gpu[0]["notes"])
+    assert outputs_equal(cpu, gpu, "words")
+    assert (gpu[2] / "jfk" / "jfk.srt").read_text() == (cpu[2] / "jfk" / "jfk.srt").read_text()
+
+
 def test_cleanup_after_each_stage_and_models_loaded_once(fake_gpu, process_with):
     cuda, models = fake_gpu
     clips = data_glob("librivox/*.flac")[:3]
