@@ -190,7 +190,10 @@ def _pyannote_model_class():
     class CAMPPlusEmbedding(Model):
         """CAM++ as a pyannote Model: what SpeakerDiarization calls with (batch, 1, samples) and masks."""
 
-        MIN_SECONDS = 0.1  # shorter (masked) audio gives no embedding: NaN, which pyannote skips
+        # Shorter (masked) speech gives no embedding: NaN, which pyannote skips. Under 0.5 s a local speaker's
+        # embedding is noise to the clustering, and there are many: pyannote embeds every local speaker of
+        # every chunk, active or not.
+        MIN_SECONDS = 0.5
 
         def __init__(self):
             super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
@@ -206,19 +209,11 @@ def _pyannote_model_class():
                 return self.network(filterbank(audio))
             # The mask has one weight per segmentation frame: keep the samples of frames marked as this speaker.
             keep = F.interpolate(weights[:, None].float(), size=audio.shape[-1], mode="nearest")[:, 0] > 0.5
-            lengths = keep.sum(dim=1)
             embeddings = torch.full((audio.shape[0], EMBEDDING_SIZE), float("nan"), device=audio.device)
-            usable = lengths >= self.MIN_SECONDS * SAMPLE_RATE
-            if usable.any():
-                longest = int(lengths[usable].max())
-                kept = torch.zeros((int(usable.sum()), longest), device=audio.device)
-                for row, (signal, mask) in enumerate(zip(audio[usable], keep[usable])):
-                    samples = signal[mask]
-                    kept[row, : len(samples)] = samples
-                    # repeat short speech to fill the row, so padding does not bias the statistics
-                    if 0 < len(samples) < longest:
-                        kept[row] = samples.repeat(longest // len(samples) + 1)[:longest]
-                embeddings[usable] = self.network(filterbank(kept))
+            for row in torch.nonzero(keep.sum(dim=1) >= self.MIN_SECONDS * SAMPLE_RATE)[:, 0].tolist():
+                # One local speaker at a time, its own speech only: padding a batch to its longest row (by
+                # repetition) was more than half of diarization's compute and memory (OPTIMIZATION.md).
+                embeddings[row] = self.network(filterbank(audio[row][keep[row]][None]))[0]
             return embeddings
 
     return CAMPPlusEmbedding
