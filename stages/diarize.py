@@ -52,7 +52,8 @@ class Diarize(Stage):
                "one", positive(int)),
         Option("segmentation_step", 0.2, "offline pipeline: segmentation window step, as a fraction of the "
                "window", fraction),
-        Option("embedding_batch_size", 32, "offline pipeline: speaker embeddings per batch", positive(int)),
+        Option("embedding_batch_size", 32, "offline pipeline: local speakers handed to the embedding model per "
+               "call (each is embedded alone, on its own speech)", positive(int)),
         Option("diarization_margin", 10.0, "seconds of the input beyond each edge of a part that its diarization "
                "hears (context for turns cut by the split)", non_negative(float)),
     )
