@@ -15,6 +15,7 @@ most of them (sentence): a segment never carries two speakers.
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from typing import Iterator
@@ -225,6 +226,15 @@ def exclusive_turns(ctx: FileContext) -> list[Turn] | None:
     return None if rttm is None else sorted(read_rttm(ctx.output_root / rttm))
 
 
+def near(turns: list[Turn], ends: list[float], word: Word) -> list[Turn]:
+    """The time-ordered, non-overlapping turns that overlap the word or end within NEAREST_TURN of it."""
+    first = bisect.bisect_left(ends, word.start - NEAREST_TURN)
+    last = first
+    while last < len(turns) and turns[last].start <= word.end + NEAREST_TURN:
+        last += 1
+    return turns[first:last]
+
+
 def word_speaker(word: Word, turns: list[Turn]) -> str:
     """The turn overlapping the word most; else the nearest within NEAREST_TURN; else UNKNOWN."""
     best, best_overlap, nearest, nearest_gap = None, 0.0, None, NEAREST_TURN
@@ -261,11 +271,12 @@ def attribute(words: list[Word], turns: list[Turn] | None, speaker_turns: str) -
     """Sentences cut where the speaker changes ("word"), or each given to its majority speaker ("sentence");
     without turns (no diarization) the sentences have no speaker."""
     segments = []
+    ends = [turn.end for turn in turns or []]  # exclusive turns do not overlap: sorted by start, sorted by end
     for sentence in sentences(words):
         if turns is None:
             segments.append(Segment(None, sentence))
             continue
-        speakers = [word_speaker(word, turns) for word in sentence]
+        speakers = [word_speaker(word, near(turns, ends, word)) for word in sentence]
         if speaker_turns == "sentence":
             speakers = [_majority(sentence, speakers)] * len(sentence)
         else:

@@ -122,8 +122,8 @@ class Utterances(Stage):
         rate = self.config.utterance_sample_rate or ctx.source_info.sample_rate
         records, low_quality = [], 0
         for utterance in found:
-            audio, native = self._clip(ctx, utterance, rate)
-            sig, bak, ovrl = scorer.score(_to_16k(audio, rate))
+            audio, native, audio16k = self._clip(ctx, utterance, rate)
+            sig, bak, ovrl = scorer.score(audio16k)
             if self.config.min_dnsmos is not None and ovrl < self.config.min_dnsmos:
                 low_quality += 1
                 continue
@@ -146,7 +146,7 @@ class Utterances(Stage):
             pauses: Callable[[list[Word]], list[float]]) -> tuple[list[Utterance], int, int]:
         """Runs of one speaker's words with pauses under --max_pause, cut to --max_utterance, at least
         --min_utterance long; words without a speaker or in overlapped speech end a run and are left out.
-        `pauses(words)` gives the width of the pause after each word but the last. Returns (utterances, words left
+        `pauses(words)` measures the pause after each word but the last (only for runs too long). Returns (utterances, words left
         out, utterances dropped as too short)."""
         runs: list[Utterance] = []
         left_out, ended, overlap = 0, True, 0
@@ -160,17 +160,19 @@ class Utterances(Stage):
                 runs.append(Utterance(speaker, []))
             runs[-1].words.append(word)
             ended = False
-        pieces = [piece for run in runs for piece in self._fit(run, pauses)]
+        pieces = [piece for run in runs for piece in (
+            self._fit(run, pauses(run.words)) if run.spoken > self.config.max_utterance else [run])]
         kept = [piece for piece in pieces if piece.spoken >= self.config.min_utterance]
         return kept, left_out, len(pieces) - len(kept)
 
-    def _fit(self, run: Utterance, pauses: Callable[[list[Word]], list[float]]) -> list[Utterance]:
-        """The run cut at its widest pause until every piece is at most --max_utterance long."""
+    def _fit(self, run: Utterance, widths: list[float]) -> list[Utterance]:
+        """The run cut at its widest pause (widths: the pause after each word but the last) until every piece is
+        at most --max_utterance long."""
         if run.spoken <= self.config.max_utterance or len(run.words) < 2:
             return [run]
-        cut = 1 + int(np.argmax(pauses(run.words)))
-        return (self._fit(Utterance(run.speaker, run.words[:cut]), pauses)
-                + self._fit(Utterance(run.speaker, run.words[cut:]), pauses))
+        cut = 1 + int(np.argmax(widths))
+        return (self._fit(Utterance(run.speaker, run.words[:cut]), widths[:cut - 1])
+                + self._fit(Utterance(run.speaker, run.words[cut:]), widths[cut:]))
 
     def _pauses(self, ctx: FileContext, words: list[Word]) -> list[float]:
         """The pause after each word but the last, measured in the audio: the silence (of at least SHORTEST_PAUSE)
@@ -188,10 +190,10 @@ class Utterances(Stage):
             widths.append(max(0.0, silent) + 1e-3 * max(0.0, right.start - left.end))
         return widths
 
-    def _clip(self, ctx: FileContext, utterance: Utterance, rate: int) -> tuple[np.ndarray, str]:
-        """The clip's samples, mono at `rate`, and the subtype to write them in; it begins and ends in the silence
-        of its edge regions when there is one (utterance.start and .end are set to where). A mono input at its own
-        rate is copied sample for sample."""
+    def _clip(self, ctx: FileContext, utterance: Utterance, rate: int) -> tuple[np.ndarray, str, np.ndarray]:
+        """The clip's samples, mono at `rate`, the subtype to write them in, and the clip at 16 kHz mono (what
+        DNSMOS scores); it begins and ends in the silence of its edge regions when there is one (utterance.start
+        and .end are set to where). A mono input at its own rate is copied sample for sample."""
         source_rate = ctx.source_info.sample_rate
         first = round(utterance.start_region[0] * source_rate)
         high = utterance.end_region[1]
@@ -201,16 +203,18 @@ class Utterances(Stage):
         utterance.start = edge(around16k, begin, utterance.start_region, utterance.start, end=False)
         utterance.end = edge(around16k, begin, utterance.end_region, utterance.end, end=True)
         audio = around[round(utterance.start * source_rate) - first: round(utterance.end * source_rate) - first]
+        audio16k = around16k[round((utterance.start - begin) * MODEL_SAMPLE_RATE):
+                             round((utterance.end - begin) * MODEL_SAMPLE_RATE)]
         utterance.start = round(utterance.start * source_rate) / source_rate  # on a sample
         subtype = ctx.parts[0].audio.write_subtype
         if audio.shape[1] == 1 and rate == source_rate:
-            return audio[:, 0], subtype
+            return audio[:, 0], subtype, audio16k
         mono = as_float(audio).mean(axis=1)
         if rate != source_rate:
             import torch
 
             mono = resample(torch.from_numpy(np.ascontiguousarray(mono)), source_rate, rate).numpy()
-        return mono, subtype
+        return mono, subtype, audio16k
 
     @staticmethod
     def _audio(ctx: FileContext, first: int, end: int) -> np.ndarray:
@@ -294,5 +298,4 @@ def edge(audio16k: np.ndarray, begin: float, region: tuple[float, float], otherw
 def _to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
     import torch
 
-    mono = torch.from_numpy(np.ascontiguousarray(as_float(mono[:, None])[:, 0]))
-    return resample(mono, rate, MODEL_SAMPLE_RATE).numpy()
+    return resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, MODEL_SAMPLE_RATE).numpy()
