@@ -114,6 +114,15 @@ class ModelManager:
         device = device or self.gpu.device
         return self._get(("whisper", name, backend, device), lambda: self._load_whisper(name, backend, device))
 
+    def preload_whisper(self, name: str, backend: str) -> None:
+        """For a loader that workers are forked from: an openai-whisper model (PyTorch) is loaded and shared;
+        faster-whisper's only imported, as CTranslate2's model threads do not survive a fork (a forked worker's
+        first call hung: tested), so each worker loads its own."""
+        if backend == "openai-whisper":
+            self.get_whisper_model(name, backend)
+        else:
+            import faster_whisper  # noqa: F401 - the import, 1-2 s, is paid once
+
     def whisper_source(self, name: str, backend: str) -> tuple[str, Path | str]:
         """Where a Whisper model would load from, without loading it: ("checkpoint" | "convert" | "ct2", path)
         or ("download", name); ModelUnavailable when it cannot be had here."""

@@ -1,56 +1,71 @@
-"""The local backend: worker processes started with the spawn method, each loading its models once."""
+"""The local backend: worker processes on this machine.
+
+On the CPU they are forked from multiprocessing's fork server once it has loaded the run's models
+(batch/shared_models.py): the workers share one copy of the weights, and starting one, or replacing one that
+died, is a fork. On a GPU they are spawned and each loads its own models: CUDA does not survive a fork.
+"""
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
+import multiprocessing.forkserver
 import os
 import queue
 import signal
+from logging.handlers import QueueHandler
 
+from batch import shared_models
 from batch.jobs import FileJob
-from batch.worker import Worker, run_job, worker_models
+from batch.worker import Worker, die_with_parent, load_models, run_job, setup_process
 from config import RunConfig
 from gpu_memory import DevicePlan
 from layout import LOG
 
-PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
-
-def _die_with_parent(parent: int) -> None:
-    """A worker never outlives the main process (killed alone, by the OOM killer say) with its models in memory:
-    Linux kills it when its parent dies; elsewhere the job loop checks."""
+def _alive(pid: int) -> bool:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         pass
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(1)
+    return True
 
 
 def _worker_main(worker_id: int, workers: int, config: RunConfig, devices: DevicePlan, threads: int, tasks, events,
-                 parent: int) -> None:
-    _die_with_parent(parent)
+                 coordinator: int, sharing: str | None) -> None:
+    die_with_parent(os.getppid())  # the main process, or the fork server, which dies with it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm signals the whole job: the main process stops us (SIGKILL)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
     log_file = os.open(config.output / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_file, 2)
     os.close(log_file)
-    # Workers are spread over the cards; those on one card share its memory limit.
-    card, sharing = devices.worker_device(worker_id, workers)
-    models = worker_models(config, devices, threads, events, device_index=card, processes_per_device=sharing)
+    setup_process(threads, QueueHandler(events))
+    models = shared_models.shared(sharing) if sharing else None
+    if models is None:  # workers are spread over the cards; those on one card share its memory limit
+        card, per_card = devices.worker_device(worker_id, workers)
+        models = load_models(config, devices, threads, device_index=card, processes_per_device=per_card)
     while True:
         try:
             job = tasks.get(timeout=5)
         except queue.Empty:
-            if os.getppid() != parent:
+            if not _alive(coordinator):
                 break
             continue
         if job is None:
             break
         report = run_job(job, config, models, worker_id, events)
         events.put(("file_done", worker_id, job.index, report))
-    models.release()
+    if not sharing:  # shared models are left as they are: freeing them would only copy their pages
+        models.release()
+
+
+def _stop_fork_server() -> None:
+    """A fork server holds the models of the batch it was started for; the next batch of this process (a test,
+    the interactive mode) may need others. multiprocessing has no public call for this."""
+    stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 class WorkerPool:
@@ -58,16 +73,26 @@ class WorkerPool:
     multiprocessing queues."""
 
     def __init__(self, config: RunConfig, devices: DevicePlan, size: int, threads: int):
-        self.context = mp.get_context("spawn")
         self.config, self.devices, self.threads, self.size = config, devices, threads, size
+        self.sharing = None if devices.use_gpu else shared_models.settings(config, devices, threads)
+        if self.sharing:
+            _stop_fork_server()
+            self.context = mp.get_context("forkserver")
+            self.context.set_forkserver_preload(["batch.shared_models"])
+            os.environ[shared_models.VARIABLE] = self.sharing  # read by the fork server as it starts
+        else:
+            self.context = mp.get_context("spawn")
         self.events = self.context.Queue()
-        self.workers = [self._start(i) for i in range(size)]
+        try:
+            self.workers = [self._start(i) for i in range(size)]
+        finally:
+            os.environ.pop(shared_models.VARIABLE, None)
 
     def _start(self, worker_id: int) -> Worker:
         tasks = self.context.Queue()
         process = self.context.Process(target=_worker_main, name=f"worker-{worker_id}",
                                        args=(worker_id, self.size, self.config, self.devices, self.threads, tasks,
-                                             self.events, os.getpid()),
+                                             self.events, os.getpid(), self.sharing),
                                        daemon=True)
         process.start()
         return Worker(worker_id, process, tasks)
@@ -103,3 +128,5 @@ class WorkerPool:
             worker.process.join(5 if force else 60)
             if worker.process.is_alive():
                 worker.process.kill()
+        if self.sharing:
+            _stop_fork_server()

@@ -58,6 +58,7 @@ class BatchRun:
         self.config, self.devices, self.jobs = config, devices, jobs
         self.started = started  # when the run began (time.monotonic)
         self.first_output: float | None = None  # seconds from then to the first part written
+        self.worker_start: dict[int, float] = {}  # worker -> seconds from the pool's start to its first file
         self.pending = list(shard_jobs(config, jobs, workers))  # long files' parts shared out when files are few
         self.shards_left = Counter(job.index for job in self.pending if job.shard)
         self.carried: dict[int, dict] = {}  # file -> what its finished shards spent
@@ -78,6 +79,7 @@ class BatchRun:
                  self.threads, f"; {len(self.shards_left)} long file(s) shared out in {sum(self.shards_left.values())}"
                  " shards" if self.shards_left else "")
         set_thread_variables(self.threads)  # inherited by the spawned workers before torch loads
+        self.pool_started = time.monotonic()
         pool = self.make_pool()
         interrupted = None
         try:
@@ -114,6 +116,7 @@ class BatchRun:
             if worker.started is not None:
                 log.warning("%s: started again, its worker was restarted", worker.job.source)
             worker.started = time.monotonic()
+            self.worker_start.setdefault(worker_id, worker.started - self.pool_started)
         elif kind == "stage_started":
             job = pool.workers[worker_id].job
             self.activity[worker_id] = f"{job.source.name} {payload['stage']} #{payload['part']}" if job else ""
@@ -262,12 +265,13 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
                     "(--overwrite redoes them)", len(finished), len(jobs))
     if kept_lines:
         log.warning("resuming: %d part(s) finished in an earlier run are kept", len(kept_lines))
-    reports, interrupted, used_workers, first_output = {}, None, 0, None
+    reports, interrupted, used_workers, first_output, worker_start = {}, None, 0, None, {}
     if todo:
         disable_downloads_when_offline(log.info)
         batch = BatchRun(config, devices, todo, workers, quiet, started)
         interrupted = batch.run()
         reports, used_workers, first_output = batch.reports, batch.workers, batch.first_output
+        worker_start = batch.worker_start
         for job in todo:  # no worker runs now: what a killed or retried attempt left can go
             remove_leftovers(config.output, job)
         remove(config.output, scratch_root(config.output))
@@ -276,6 +280,7 @@ def _run_batch(config: RunConfig, devices: DevicePlan, jobs: list[FileJob], work
     summary["files_skipped"] = len(finished)
     summary["parts_reused"] = sum(report.get("parts_reused", 0) for report in ordered)
     summary["time_to_first_output"] = None if first_output is None else round(first_output, 2)
+    summary["worker_start_seconds"] = [round(worker_start[worker], 2) for worker in sorted(worker_start)]
     summary["interrupted"] = interrupted is not None
     summary["interrupted_by"] = interrupted
     try:

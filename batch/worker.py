@@ -3,6 +3,7 @@ main process, its models), how it runs one job, and the pool interface the batch
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from config import RunConfig
 from gpu_memory import DevicePlan
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
 def set_thread_variables(threads: int) -> None:
@@ -26,22 +28,46 @@ def set_thread_variables(threads: int) -> None:
         os.environ[variable] = str(threads)
 
 
-def worker_models(config: RunConfig, devices: DevicePlan, threads: int, events, device_index: int,
-                  processes_per_device: int):
-    """A worker's set-up, whatever runs it: thread counts, logging to the main process, its models."""
+def die_with_parent(parent: int) -> None:
+    """A worker never outlives the process that started it (killed alone, by the OOM killer say) with its models
+    in memory: Linux kills it when its parent dies; elsewhere the job loop checks."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def setup_process(threads: int, handler: logging.Handler) -> None:
+    """What every process that runs models sets first: its thread counts and where its log records go."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
     set_thread_variables(threads)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
     logger = logging.getLogger("audio_processing")
-    logger.handlers[:] = [QueueHandler(events)]
+    logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     logging.captureWarnings(True)  # library warnings go to the log file, not across the progress bars
-    logging.getLogger("py.warnings").handlers[:] = [QueueHandler(events)]
+    logging.getLogger("py.warnings").handlers[:] = [handler]
     import torch
 
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # set already, in the loader this worker was forked from
+        pass
+
+
+def worker_models(config: RunConfig, devices: DevicePlan, threads: int, events, device_index: int,
+                  processes_per_device: int):
+    """A worker's set-up, whatever runs it: thread counts, logging to the main process, its models."""
+    setup_process(threads, QueueHandler(events))
+    return load_models(config, devices, threads, device_index, processes_per_device)
+
+
+def load_models(config: RunConfig, devices: DevicePlan, threads: int, device_index: int, processes_per_device: int):
+    """The worker's ModelManager; each model loads when a stage first asks for it (or in Stage.preload)."""
     from gpu_memory import GPUMemoryManager
     from model_manager import ModelManager
 

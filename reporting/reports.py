@@ -137,6 +137,9 @@ def statistics(summary: dict) -> list[tuple[str, str]]:
         ("Time per stage", stages),
         *([("Time to first output", f"{summary['time_to_first_output']:.1f} s (start-up included)")]
           if summary.get("time_to_first_output") is not None else []),
+        *([("Worker start-up", ", ".join(f"{seconds:.1f} s" for seconds in summary["worker_start_seconds"])
+            + " (to its first file: models loaded, or shared on the CPU)")] if summary.get("worker_start_seconds")
+          else []),
     ]
 
 

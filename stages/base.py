@@ -225,6 +225,10 @@ class Stage:
         """What is wrong in a combination of this stage's options (each option alone is checked when read)."""
         return []
 
+    def preload(self) -> None:
+        """Load the models `run` will use before any file, in the process the CPU workers are forked from
+        (batch/shared_models.py), so that they share one copy. A ModelUnavailable is left for `run` to report."""
+
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         raise NotImplementedError
 

@@ -26,6 +26,11 @@ METHODS = ("demucs", "deepfilternet")
 Enhancer = Callable[["torch.Tensor", str], "torch.Tensor"]  # (batch, channels, samples) at the model's rate, device
 
 
+def in_order(config) -> list[str]:
+    """The method asked for, then the others: the first that loads is used."""
+    return [config.denoiser] + [method for method in METHODS if method != config.denoiser]
+
+
 class Denoise(Stage):
     name = "denoise"
     summary = "keep the voice, remove music and noise"
@@ -53,7 +58,7 @@ class Denoise(Stage):
     @classmethod
     def locate_models(cls, config, models) -> tuple[str, str | None]:
         problems = []
-        for method in [config.denoiser] + [m for m in METHODS if m != config.denoiser]:
+        for method in in_order(config):
             try:
                 if method == "demucs":
                     name, repo = models.demucs_source(config.demucs_model)
@@ -77,6 +82,19 @@ class Denoise(Stage):
         if "denoiser_fallback" in record:
             ctx.fallback(self.name, record["denoiser"], self.config.denoiser, record["denoiser_fallback"])
 
+    def preload(self) -> None:
+        for method in in_order(self.config):
+            try:
+                self._model(method)
+                return
+            except ModelUnavailable:
+                continue
+
+    def _model(self, method: str):
+        if method == "demucs":
+            return self.models.get_demucs_model(self.config.demucs_model)
+        return self.models.get_deepfilternet()
+
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         method, enhancer, rate, channels = self._enhancer(part, ctx)
         if enhancer is None:
@@ -96,7 +114,7 @@ class Denoise(Stage):
         """The first method that loads, from the one asked for; a fallback is noted once per file."""
         wanted = self.config.denoiser
         problems = []
-        for method in [wanted] + [m for m in METHODS if m != wanted]:
+        for method in in_order(self.config):
             try:
                 enhancer, rate, channels = getattr(self, f"_{method}")(part)
             except ModelUnavailable as error:
@@ -116,7 +134,7 @@ class Denoise(Stage):
         from demucs.apply import apply_model
 
         name = self.config.demucs_model
-        model = self.models.get_demucs_model(name)  # loads (or fails) once, before any work
+        model = self._model("demucs")  # loads (or fails) once, before any work
         vocals = model.sources.index("vocals")
         # Demucs expects input normalised by the whole track's level; one level for the part keeps the gain
         # the same in every block.
@@ -138,7 +156,7 @@ class Denoise(Stage):
     def _deepfilternet(self, part: Part) -> tuple[Enhancer, int, int]:
         import torch
 
-        model = self.models.get_deepfilternet()
+        model = self._model("deepfilternet")
 
         def enhance(audio: torch.Tensor, device: str) -> torch.Tensor:
             return torch.stack([torch.from_numpy(model.process(block.numpy())) for block in audio])

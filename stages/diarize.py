@@ -158,19 +158,28 @@ class Diarize(Stage):
     def _pipeline_name(self, ctx: FileContext) -> str | None:
         """The pipeline asked for, or the offline one when that cannot load; None when neither can."""
         wanted = self.config.diarization_model
+        name, problems = self._first_loadable()
+        if name is None:
+            ctx.skip(self.name, "; ".join(problems))
+            return None
+        if problems:
+            ctx.fallback(self.name, f"the {OFFLINE_DIARIZATION} pipeline", wanted, problems[0])
+        ctx.stage_info.setdefault(self.name, {}).setdefault("model", name)
+        return name
+
+    def _first_loadable(self) -> tuple[str | None, list[str]]:
+        """(the pipeline asked for, else the offline one, else None; why those before it did not load)."""
         problems = []
-        for name in dict.fromkeys([wanted, OFFLINE_DIARIZATION]):
+        for name in dict.fromkeys([self.config.diarization_model, OFFLINE_DIARIZATION]):
             try:
                 self.models.get_diarization_pipeline(name, **self._params(name))
+                return name, problems
             except ModelUnavailable as error:
                 problems.append(str(error))
-                continue
-            if problems:
-                ctx.fallback(self.name, f"the {OFFLINE_DIARIZATION} pipeline", wanted, problems[0])
-            ctx.stage_info.setdefault(self.name, {}).setdefault("model", name)
-            return name
-        ctx.skip(self.name, "; ".join(problems))
-        return None
+        return None, problems
+
+    def preload(self) -> None:
+        self._first_loadable()
 
     def _params(self, name: str) -> dict:
         if name != OFFLINE_DIARIZATION:

@@ -139,6 +139,10 @@ class Split(Stage):
             yield part
             start, index = end, index + 1
 
+    def preload(self) -> None:
+        if _word_boundary(self.config):
+            self.models.preload_whisper(self.config.whisper_model, self.config.asr_backend)
+
     def _transcriber(self, ctx: FileContext):
         try:
             transcriber = self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend)

@@ -122,6 +122,9 @@ class Transcribe(Stage):
         part.fields["text"] = words_text(words)
         yield part
 
+    def preload(self) -> None:
+        self.models.preload_whisper(self.config.whisper_model, self.config.asr_backend)
+
     def _recognise(self, part: Part, ctx: FileContext) -> list[Word] | None:
         try:
             self.models.get_whisper_model(self.config.whisper_model, self.config.asr_backend)

@@ -98,6 +98,9 @@ class Utterances(Stage):
                 "min_utterance": config.min_utterance, "keep_overlap": config.keep_overlap,
                 "utterance_sample_rate": config.utterance_sample_rate, "min_dnsmos": config.min_dnsmos}
 
+    def preload(self) -> None:
+        self.models.get_dnsmos()
+
     def run(self, part: Part, ctx: FileContext) -> Iterator[Part]:
         yield part  # the whole file's words and speakers are known only in finish
 

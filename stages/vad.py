@@ -68,6 +68,9 @@ class VoiceActivity(Stage):
         part.fields["speech_segments"] = seconds
         yield part
 
+    def preload(self) -> None:
+        self.models.get_vad_model()
+
     def speech_segments(self, part: Part) -> list[tuple[int, int]]:
         import torch
 

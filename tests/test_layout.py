@@ -22,7 +22,7 @@ FLOORS = [
      "stages"],
     ["config"],
     ["reporting.reports", "reporting.timeline", "reporting.html_report"],
-    ["batch.jobs", "batch.resume", "batch.pipeline", "batch.worker", "batch.local_pool", "batch.ray_pool",
+    ["batch.jobs", "batch.resume", "batch.pipeline", "batch.worker", "batch.shared_models", "batch.local_pool", "batch.ray_pool",
      "batch.run"],
     ["frontends.profiles", "frontends.dry_run", "frontends.interactive"],
     ["audio_processing"],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 from conftest import ROOT, data, leftovers
 
@@ -41,3 +43,46 @@ def test_one_long_file_is_shared_out_and_gives_the_one_worker_result(tmp_path, m
     assert report["parts"] == 8 and report["status"] == "done" and report["speakers"] >= 2
     assert (shared / "conv3" / "timeline.png").exists()
     assert not leftovers(shared)
+
+
+def _memory_mb(pid: int) -> dict[str, float]:
+    """The process's memory by kind (Linux's smaps_rollup), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    return fields
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's /proc/<pid>/smaps_rollup")
+def test_cpu_workers_share_the_models_of_one_loader(tmp_path, models_dir):
+    """Workers forked from the loader hold its models in shared pages: each one's private memory is a small part
+    of what the loader holds, and so is a replacement's for a worker that was killed (a fork, not a reload)."""
+    import time
+
+    import psutil
+
+    from batch.local_pool import WorkerPool
+    from config import RunConfig
+    from gpu_memory import DevicePlan
+
+    config = RunConfig(input=tmp_path, output=tmp_path, models_dir=models_dir, steps=("vad", "diar"),
+                       diarization_model="offline")
+    pool = WorkerPool(config, DevicePlan(use_gpu=False), size=2, threads=1)
+    try:
+        loader = psutil.Process(pool.workers[0].process.pid).ppid()
+        assert loader != os.getpid() and psutil.Process(pool.workers[1].process.pid).ppid() == loader
+        killed = pool.workers[0]
+        killed.process.kill()
+        pool.replace(killed)
+        assert psutil.Process(pool.workers[0].process.pid).ppid() == loader
+        time.sleep(2)  # the workers' own set-up: logging, threads
+        held = _memory_mb(loader)["Anonymous"]  # torch, pyannote, the weights: what a worker would load itself
+        assert held > 300
+        for worker in pool.workers:
+            memory = _memory_mb(worker.process.pid)
+            assert memory["Private_Dirty"] < 0.2 * held and memory["Shared_Dirty"] > 0.7 * held, memory
+    finally:
+        pool.close()
+    log = (tmp_path / "audio_processing.log").read_text()
+    assert log.count("loaded diarization model offline") == 1 and "[loader] " in log
