@@ -79,14 +79,19 @@ class WorkerPool:
             _stop_fork_server()
             self.context = mp.get_context("forkserver")
             self.context.set_forkserver_preload(["batch.shared_models"])
-            os.environ[shared_models.VARIABLE] = self.sharing  # read by the fork server as it starts
+            # Read by the fork server as it starts; kept while the pool lives, so that one started again (after the
+            # OOM killer took it, say) loads the models again.
+            os.environ[shared_models.VARIABLE] = self.sharing
         else:
             self.context = mp.get_context("spawn")
         self.events = self.context.Queue()
+        self.workers: list[Worker] = []
         try:
-            self.workers = [self._start(i) for i in range(size)]
-        finally:
-            os.environ.pop(shared_models.VARIABLE, None)
+            for worker_id in range(size):
+                self.workers.append(self._start(worker_id))
+        except BaseException:  # Ctrl-C while the models load: the fork server and the workers started go too
+            self.close(force=True)
+            raise
 
     def _start(self, worker_id: int) -> Worker:
         tasks = self.context.Queue()
@@ -130,3 +135,4 @@ class WorkerPool:
                 worker.process.kill()
         if self.sharing:
             _stop_fork_server()
+            os.environ.pop(shared_models.VARIABLE, None)

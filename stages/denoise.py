@@ -40,7 +40,8 @@ class Denoise(Stage):
         Option("demucs_model", "htdemucs", "Demucs model name or repo folder"),
         Option("demucs_segment", None, "seconds of audio per Demucs pass", positive(float),
                default_text="the model's own, 7.8 for htdemucs"),
-        Option("batch_size", 2, "one-minute denoise blocks sent to the model together", positive(int)),
+        Option("batch_size", None, "one-minute denoise blocks sent to the model together", positive(int),
+               default_text="2 on a GPU, 1 on the CPU"),
     )
     outputs = {"denoise": Output("denoised", ".wav")}
     changes_audio = True
@@ -102,13 +103,17 @@ class Denoise(Stage):
             return
         path = self.output_path(ctx, "denoise", part)
         with AudioWriter(path, part.sample_rate, part.channels, part.audio.write_subtype) as writer:
-            for block in enhance_in_blocks(part, rate, channels, enhancer, self.models.gpu, ctx,
-                                           self.config.batch_size):
+            for block in enhance_in_blocks(part, rate, channels, enhancer, self.models.gpu, ctx, self._batch_size()):
                 writer.write(block)
         part.set_audio(open_audio(path, ctx.scratch_dir))
         part.outputs["denoise"] = ctx.relative(path)
         part.fields["denoiser"] = method
         yield part
+
+    def _batch_size(self) -> int:
+        """On the CPU a second block in the batch is not faster, and a Demucs pass over two blocks holds ~0.5 GB
+        more (bench/working_memory.py)."""
+        return self.config.batch_size or (2 if self.models.gpu.enabled else 1)
 
     def _enhancer(self, part: Part, ctx: FileContext) -> tuple[str, Enhancer | None, int, int]:
         """The first method that loads, from the one asked for; a fallback is noted once per file."""

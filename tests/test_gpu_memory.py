@@ -93,7 +93,7 @@ def test_a_profile_fills_only_what_was_not_given():
     assert "--batch_size 1 given: kept over profile high's 4" in notes
     plain, notes = make_config({})
     assert (plain.use_gpu, plain.gpu_memory_limit, plain.batch_size, plain.workers, notes) == (
-        False, 0.75, 2, None, [])
+        False, 0.75, None, None, [])
     # the profile never cancels a given flag
     low, notes = make_config({"profile": "low", "use_gpu": True}, profile_settings("low"))
     assert low.use_gpu and "--use_gpu True given: kept over profile low's False" in notes
