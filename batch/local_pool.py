@@ -34,7 +34,7 @@ def _alive(pid: int) -> bool:
 
 def _worker_main(worker_id: int, workers: int, config: RunConfig, devices: DevicePlan, threads: int, tasks, events,
                  coordinator: int, sharing: str | None) -> None:
-    die_with_parent(os.getppid())  # the main process, or the fork server, which dies with it
+    die_with_parent()  # the main process, or the fork server, which dies with it; the job loop checks the former
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm signals the whole job: the main process stops us (SIGKILL)
     # What C libraries print (decoder notes, library banners) goes to the log file, not across the console.
     log_file = os.open(config.output / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

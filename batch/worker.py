@@ -28,14 +28,15 @@ def set_thread_variables(threads: int) -> None:
         os.environ[variable] = str(threads)
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """A worker never outlives the process that started it (killed alone, by the OOM killer say) with its models
-    in memory: Linux kills it when its parent dies; elsewhere the job loop checks."""
+    in memory: Linux kills it when its parent dies; elsewhere the job loop checks. `parent`, when known, is the
+    process that must still be there (it may have died before we asked)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # it died before we asked
+    if parent is not None and os.getppid() != parent:
         os._exit(1)
 
 

@@ -75,8 +75,9 @@ def write_short_files(folder: Path, count: int, seconds: float) -> Path:
     return folder
 
 
-def tool_command(source: Path, output: Path, *args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "audio_processing.py"), "--input", str(source), "--output", str(output),
+def tool_command(source: Path, output: Path, *args: str, build: Path = ROOT) -> list[str]:
+    """The tool's command line; `build` is the checkout to run (another build, for a side-by-side bench)."""
+    return [sys.executable, str(build / "audio_processing.py"), "--input", str(source), "--output", str(output),
             "--quiet", *args]
 
 

@@ -32,8 +32,7 @@ def one_run(root: Path, folder: Path, output: Path, workers: int, models_dir: Pa
     shutil.rmtree(output, ignore_errors=True)
     command = tool_command(folder, output, "--steps", "split", "denoise", "vad", "diar", "--chunk_duration", "60",
                            "--denoiser", "deepfilternet", "--diarization_model", "offline", "--workers",
-                           str(workers), "--models_dir", str(models_dir))
-    command[1] = str(root / "audio_processing.py")
+                           str(workers), "--models_dir", str(models_dir), build=root)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     measured = measured_run(command)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -11,6 +11,7 @@ untrained weights (same compute and memory as the real model).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from common import ROOT, bench_parser, speech_16k
 
 sys.path.insert(0, str(ROOT))
 
-# (name, what the knob is): each is measured at every length
+# each measured at every length; the number is the batch (Demucs: one-minute blocks, Whisper: clips)
 CALLS = ("demucs, batch 1", "demucs, batch 2", "deepfilternet", "vad", "diarization", "whisper, batch 8",
          "whisper, batch 1")
 
@@ -105,7 +106,7 @@ def main() -> None:
         for seconds in options.seconds:
             out = subprocess.run([sys.executable, __file__, "--one", call, str(seconds),
                                   str(options.models_dir.resolve()), str(demucs_repo)], capture_output=True,
-                                 text=True, cwd=ROOT, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+                                 text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
             if out.returncode != 0:
                 raise RuntimeError(f"{call}, {seconds} s: {out.stderr[-1500:]}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
